@@ -1,0 +1,16 @@
+// The tensor engine's public surface (re-exported by src/index.ts).
+export { Tensor, type Scalar, type TensorOrScalar, type NestedArray, type ValuesIndices } from './tensor.js';
+export { TorchError } from './errors.js';
+export { type DType, type Device, type TypedArray, DTYPE_BYTES, isFloating } from './dtype.js';
+export { tidy, scope, keep, Scope, scopeDepth } from './scope.js';
+export {
+  tensor, fromBytes, scalar, zeros, ones, empty, full, zerosLike, onesLike, fullLike, arange, eye,
+  rand, randn, randint, multinomial, type TensorOptions, type RandomOptions,
+} from './creation.js';
+export {
+  cat, stack, where, matmul, bmm, outer, addmm, linear, svd, qr, layerNorm, dropout, embedding,
+  crossEntropy, type CrossEntropyOptions,
+} from './functional.js';
+export {
+  setNumThreads, getNumThreads, manualSeed, torchVersion, cuda, liveTensors, isGradEnabled, noGrad, enableGrad,
+} from './runtime.js';

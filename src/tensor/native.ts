@@ -1,0 +1,31 @@
+// The only module that touches the native addon (convention: only src/tensor/ talks to native/).
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Opaque native tensor handle (a type-tagged N-API external). */
+export type Handle = object & { readonly __handle: unique symbol };
+
+// The addon's entries are typed loosely here and precisely in the Tensor API above it.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type NativeFn = (...args: any[]) => any;
+export type NativeAddon = Record<string, NativeFn>;
+
+function findAddon(): string {
+  // dist/src/tensor/native.js -> <package root>/build/Release/adapterkit.node
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const p = join(dir, 'build', 'Release', 'adapterkit.node');
+    if (existsSync(p)) return p;
+    dir = dirname(dir);
+  }
+  throw new Error(
+    'adapterkit: the native addon (build/Release/adapterkit.node) is not built.\n' +
+      '  Build it with `npm install` (or `npx node-gyp rebuild`) in the adapterkit folder; it needs libtorch:\n' +
+      '  `apt-get install -y libtorch-dev libopenblas0-pthread`, or LIBTORCH=/path/to/libtorch.',
+  );
+}
+
+const require = createRequire(import.meta.url);
+export const N: NativeAddon = require(findAddon()) as NativeAddon;
