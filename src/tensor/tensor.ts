@@ -91,7 +91,7 @@ export class Tensor {
   }
 
   private meta(): (number | string)[] {
-    if (this._meta === undefined) this._meta = run('meta', [this], () => N.meta(this.handle) as (number | string)[]);
+    if (this._meta === undefined) this._meta = run('metadata', [this], () => N.meta(this.handle) as (number | string)[]);
     return this._meta;
   }
 
@@ -133,6 +133,7 @@ export class Tensor {
    * BigInt64Array, bool as Uint8Array of 0/1.
    */
   data(): TypedArray {
+    if (this._h === null) throw new TorchError('data', ['<disposed tensor>'], 'tensor was disposed');
     const d = this.dtype;
     if (d === 'float16' || d === 'bfloat16') {
       const f = this.to('float32');
