@@ -1,0 +1,144 @@
+// Loading and saving Hugging Face checkpoints: config.json + safetensors (single or sharded), with
+// HF's key conventions (with or without the base-model prefix, ignored buffers, tied weights) and
+// an error listing every missing, unexpected or mis-shaped key.
+import { join } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { CheckpointReader, writeSharded } from '../io/checkpoint.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { type DType, type Tensor } from '../tensor/index.js';
+import { readConfig, ConfigError } from './config.js';
+import { modelFamily, taskFromArchitectures } from './registry.js';
+import type { PretrainedModel, RawConfig, Task } from './types.js';
+
+export interface LoadOptions {
+  /** Weights are converted to this dtype as they are read (default float32). */
+  dtype?: DType;
+  /** Default: from config.json's architectures, else the family's usual task. */
+  task?: Task;
+  numLabels?: number;
+  /** Seed for newly initialised head weights (e.g. a classifier on a base checkpoint). */
+  seed?: number;
+  /** Print notes (ignored keys, newly initialised heads) with this function. */
+  log?: (msg: string) => void;
+}
+
+export type LoadedModel = PretrainedModel & { initWeights(seed: number, only?: (path: string) => boolean): void };
+
+export class CheckpointMismatchError extends Error {
+  override readonly name = 'CheckpointMismatchError';
+}
+
+/** Builds the model named by `config` with random (HF-initialised) weights. */
+export function createModel(config: RawConfig, opts: { dtype?: DType; task?: Task; numLabels?: number; seed?: number } = {}): LoadedModel {
+  const fam = modelFamily(config.model_type);
+  const task = opts.task ?? taskFromArchitectures(config) ?? fam.defaultTask;
+  if (!fam.tasks.includes(task)) throw new ConfigError(`${String(config.model_type)} has no ${task} head (supported: ${fam.tasks.join(', ')})`);
+  const model = fam.build(config, { task, dtype: opts.dtype ?? 'float32', numLabels: opts.numLabels });
+  model.initWeights(opts.seed ?? 0);
+  tie(model);
+  model.requiresGrad_(false).eval();  // frozen and in eval mode until a trainer says otherwise
+  return model;
+}
+
+function tie(model: PretrainedModel): void {
+  for (const [target, source] of model.tiedParameters()) model.setParameter(target, model.getParameter(source));
+}
+
+/** Loads a checkpoint folder (config.json + model.safetensors or a sharded index). */
+export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
+  const config = readConfig(join(dir, 'config.json'));
+  const fam = modelFamily(config.model_type);
+  const task = opts.task ?? taskFromArchitectures(config) ?? fam.defaultTask;
+  if (!fam.tasks.includes(task)) throw new ConfigError(`${String(config.model_type)} has no ${task} head (supported: ${fam.tasks.join(', ')})`);
+  const dtype = opts.dtype ?? 'float32';
+  const model = fam.build(config, { task, dtype, numLabels: opts.numLabels });
+  try {
+    loadWeights(model, dir, opts);
+    model.requiresGrad_(false).eval();  // frozen and in eval mode (as HF from_pretrained) until a trainer says otherwise
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
+}
+
+function loadWeights(model: LoadedModel, dir: string, opts: LoadOptions): void {
+  const reader = CheckpointReader.open(dir);
+  try {
+    const expected = new Map(model.namedParameters().map(([n, t]) => [n, t.shape] as const));
+    const tied = model.tiedParameters();
+    const prefix = model.basePrefix + '.';
+    const plan = new Map<string, string>();  // model name -> checkpoint key
+    const unexpected: string[] = [];
+    const mismatched: string[] = [];
+    let ignored = 0;
+    for (const key of reader.names()) {
+      const candidates = [key, prefix + key, key.startsWith(prefix) ? key.slice(prefix.length) : null];
+      const name = candidates.find((c): c is string => c !== null && expected.has(c));
+      if (name === undefined || tied.has(name)) {
+        if (name !== undefined || candidates.some((c) => c !== null && model.isIgnoredKey(c))) ignored++;
+        else unexpected.push(key);
+        continue;
+      }
+      const want = expected.get(name)!;
+      const got = reader.info(key).shape;
+      if (want.length !== got.length || want.some((s, i) => s !== got[i])) {
+        mismatched.push(`${key}: checkpoint [${got.join(', ')}] vs model [${want.join(', ')}]`);
+        continue;
+      }
+      if (plan.has(name)) {
+        unexpected.push(`${key} (a second key for ${name})`);
+        continue;
+      }
+      plan.set(name, key);
+    }
+    const missing = [...expected.keys()].filter((n) => !plan.has(n) && !tied.has(n));
+    const newHead = missing.filter((n) => model.isHeadParameter(n));
+    const reallyMissing = missing.filter((n) => !model.isHeadParameter(n));
+    if (reallyMissing.length || unexpected.length || mismatched.length) {
+      const list = (title: string, xs: string[]) => (xs.length ? `\n  ${title} (${xs.length}): ${xs.slice(0, 12).join(', ')}${xs.length > 12 ? ', …' : ''}` : '');
+      throw new CheckpointMismatchError(
+        `checkpoint ${dir} does not fit ${model.modelType} (${model.task}):` +
+          list('missing keys', reallyMissing) + list('unexpected keys', unexpected) + list('shape mismatches', mismatched) +
+          '\n  help: is this checkpoint for another architecture or size? config.json and the weights must agree');
+    }
+    for (const [name, key] of plan) model.setParameter(name, reader.read(key, { dtype: model.dtype }), false);
+    if (newHead.length) {
+      const heads = new Set(newHead);
+      model.initWeights(opts.seed ?? 0, (path) => [...heads].some((h) => h.startsWith(path + '.') || h === path));
+      opts.log?.(`newly initialised (not in the checkpoint): ${newHead.join(', ')}`);
+    }
+    tie(model);
+    if (ignored) opts.log?.(`ignored ${ignored} checkpoint keys (buffers, tied copies, other heads)`);
+  } finally {
+    reader.close();
+  }
+}
+
+/** Writes config.json and the weights (tied copies omitted, as HF does); every file atomically. */
+export function saveModel(model: PretrainedModel, dir: string, opts: { maxShardBytes?: number; dtype?: DType } = {}): void {
+  mkdirSync(dir, { recursive: true });
+  const tied = model.tiedParameters();
+  const tensors = new Map<string, Tensor>();
+  const casts: Tensor[] = [];
+  for (const [name, t] of model.namedParameters()) {
+    if (tied.has(name)) continue;
+    if (opts.dtype && t.dtype !== opts.dtype) {
+      const c = t.to(opts.dtype);
+      casts.push(c);
+      tensors.set(name, c);
+    } else tensors.set(name, t);
+  }
+  try {
+    writeSharded(dir, tensors, { maxShardBytes: opts.maxShardBytes ?? 4 * 2 ** 30 });
+  } finally {
+    casts.forEach((c) => c.dispose());
+  }
+  const config = { ...model.config };
+  if (opts.dtype) config.torch_dtype = opts.dtype;
+  writeFileAtomic(join(dir, 'config.json'), new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n'));
+}
+
+export function isCheckpointDir(dir: string): boolean {
+  return existsSync(join(dir, 'config.json'));
+}

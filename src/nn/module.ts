@@ -1,0 +1,190 @@
+// Module: named parameters and submodules whose dotted paths equal Hugging Face state-dict keys
+// (convention 2), so PEFT target_modules and adapter keys map one to one. A module owns its
+// parameters (they are kept out of every scope) and frees them in dispose().
+import { keep, noGrad, TorchError, type Tensor, type DType } from '../tensor/index.js';
+
+export class Module {
+  training = true;
+  private readonly _params = new Map<string, Tensor>();
+  private readonly _buffers = new Map<string, Tensor>();
+  private readonly _modules = new Map<string, Module>();
+
+  /** Registers (or replaces) a parameter; the module now owns it. */
+  protected param(name: string, t: Tensor, trainable = true): Tensor {
+    keep(t);
+    if (t.requiresGrad !== trainable && t.isLeaf) t.requiresGrad = trainable;
+    this._params.set(name, t);
+    return t;
+  }
+
+  /** A non-trainable tensor that is not part of the state dict (e.g. a RoPE table). */
+  protected buffer(name: string, t: Tensor): Tensor {
+    keep(t);
+    const old = this._buffers.get(name);
+    if (old && old !== t) old.dispose();
+    this._buffers.set(name, t);
+    return t;
+  }
+
+  /** An own parameter by name (fast path for forward passes); null when absent. */
+  protected own(name: string): Tensor | null {
+    return this._params.get(name) ?? null;
+  }
+
+  protected module<M extends Module>(name: string, m: M): M {
+    this._modules.set(name, m);
+    return m;
+  }
+
+  /** Direct children, in registration order. */
+  children(): [string, Module][] {
+    return [...this._modules.entries()];
+  }
+
+  /** Own parameters (not recursive). */
+  ownParameters(): [string, Tensor][] {
+    return [...this._params.entries()];
+  }
+
+  /** Every parameter with its dotted path; a tied parameter appears under each of its names. */
+  namedParameters(prefix = ''): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [n, t] of this._params) out.push([prefix + n, t]);
+    for (const [n, m] of this._modules) out.push(...m.namedParameters(`${prefix}${n}.`));
+    return out;
+  }
+
+  /** Every module with its dotted path ('' for this one). */
+  namedModules(prefix = ''): [string, Module][] {
+    const out: [string, Module][] = [[prefix.replace(/\.$/, ''), this]];
+    for (const [n, m] of this._modules) out.push(...m.namedModules(`${prefix}${n}.`));
+    return out;
+  }
+
+  /** Distinct parameter tensors (tied weights counted once). */
+  parameters(): Tensor[] {
+    return [...new Set(this.namedParameters().map(([, t]) => t))];
+  }
+
+  trainableParameters(): Tensor[] {
+    return this.parameters().filter((t) => t.requiresGrad);
+  }
+
+  numParameters(opts: { trainableOnly?: boolean } = {}): number {
+    return (opts.trainableOnly ? this.trainableParameters() : this.parameters()).reduce((n, t) => n + t.numel, 0);
+  }
+
+  getParameter(path: string): Tensor {
+    const dot = path.lastIndexOf('.');
+    const owner = dot < 0 ? this : this.getSubmodule(path.slice(0, dot));
+    const t = owner._params.get(path.slice(dot + 1));
+    if (!t) throw new TorchError('getParameter', [path], `no parameter named "${path}"`);
+    return t;
+  }
+
+  /** Replaces a parameter by path; the old tensor is disposed unless it is still used elsewhere. */
+  setParameter(path: string, t: Tensor, trainable?: boolean): void {
+    const dot = path.lastIndexOf('.');
+    const owner = dot < 0 ? this : this.getSubmodule(path.slice(0, dot));
+    const name = path.slice(dot + 1);
+    const old = owner._params.get(name);
+    if (!old) throw new TorchError('setParameter', [path], `no parameter named "${path}"`);
+    owner.param(name, t, trainable ?? old.requiresGrad);
+    if (old !== t && !this.parameters().includes(old)) old.dispose();
+  }
+
+  getSubmodule(path: string): Module {
+    if (path === '') return this;
+    let m: Module = this;
+    for (const part of path.split('.')) {
+      const next = m._modules.get(part);
+      if (!next) throw new TorchError('getSubmodule', [path], `no submodule "${part}" in "${path}"`);
+      m = next;
+    }
+    return m;
+  }
+
+  /** Swaps a submodule (how adapters are injected); the field of the same name follows. */
+  setSubmodule(path: string, m: Module): void {
+    const dot = path.lastIndexOf('.');
+    const parent = dot < 0 ? this : this.getSubmodule(path.slice(0, dot));
+    const name = path.slice(dot + 1);
+    if (!parent._modules.has(name)) throw new TorchError('setSubmodule', [path], `no submodule "${path}" to replace`);
+    parent._modules.set(name, m);
+    if (name in parent) (parent as unknown as Record<string, unknown>)[name] = m;
+  }
+
+  train(on = true): this {
+    for (const [, m] of this.namedModules()) m.training = on;
+    return this;
+  }
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Freezes (or unfreezes) every parameter. */
+  requiresGrad_(on: boolean): this {
+    for (const t of this.parameters()) if (t.isLeaf) t.requiresGrad = on;
+    return this;
+  }
+
+  /** Parameters by path, sharing storage with the module (no copies). */
+  stateDict(): Map<string, Tensor> {
+    return new Map(this.namedParameters());
+  }
+
+  /** Casts every floating parameter to `dtype` in place of the old one. */
+  toDtype(dtype: DType): this {
+    const converted = new Map<Tensor, Tensor>();  // tied parameters stay tied
+    noGrad(() => {
+      for (const [, m] of this.namedModules()) {
+        for (const [n, t] of m._params) {
+          if (t.dtype === dtype || !['float32', 'float16', 'bfloat16', 'float64'].includes(t.dtype)) continue;
+          let c = converted.get(t);
+          if (!c) {
+            c = t.to(dtype);
+            converted.set(t, c);
+          }
+          m.param(n, c, t.requiresGrad);
+        }
+      }
+    });
+    for (const t of converted.keys()) t.dispose();
+    return this;
+  }
+
+  /** Frees every parameter and buffer of this module and its children. */
+  dispose(): void {
+    for (const [, m] of this._modules) m.dispose();
+    for (const t of this._params.values()) t.dispose();  // disposing twice (tied) is harmless
+    for (const t of this._buffers.values()) t.dispose();
+    this._params.clear();
+    this._buffers.clear();
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** A numbered list of modules: paths `h.0`, `layers.1`, ... */
+export class ModuleList<M extends Module> extends Module {
+  readonly length: number;
+  constructor(items: M[]) {
+    super();
+    items.forEach((m, i) => this.module(String(i), m));
+    this.length = items.length;
+  }
+  at(i: number): M {
+    return this.getSubmodule(String(i)) as M;
+  }
+  *[Symbol.iterator](): IterableIterator<M> {
+    for (let i = 0; i < this.length; i++) yield this.at(i);
+  }
+}
+
+/** A plain named container (e.g. BERT's `cls` that only holds `predictions`). */
+export class Container extends Module {
+  add<M extends Module>(name: string, m: M): M {
+    return this.module(name, m);
+  }
+}
