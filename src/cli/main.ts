@@ -1,6 +1,7 @@
 // `adapterkit <command>`: thin; parses flags and calls the library. Commands arrive with the
-// models, adapters, training and serving work; `--help` and `--version` are here from the start.
+// models, adapters, training and serving work. Each command module is loaded on demand.
 import { VERSION } from '../version.js';
+import { UsageError } from './common.js';
 
 interface Command {
   summary: string;
@@ -8,6 +9,10 @@ interface Command {
 }
 
 const COMMANDS: Record<string, Command> = {
+  generate: { summary: 'generate text from a checkpoint (--model DIR --prompt TEXT)', run: async (a) => (await import('./generate.js')).generateCommand(a) },
+  score: { summary: 'per-token log-probabilities (--model DIR --text TEXT | --ids 1,2,3)', run: async (a) => (await import('./score.js')).scoreCommand(a) },
+  inspect: { summary: 'list the tensors of a safetensors file or checkpoint folder', run: async (a) => (await import('./inspect.js')).inspectCommand(a) },
+  'init-model': { summary: 'write a random HF-format checkpoint (--arch TYPE --out DIR)', run: async (a) => (await import('./init-model.js')).initModelCommand(a) },
   info: {
     summary: 'print the engine: libtorch version, threads, CUDA',
     async run() {
@@ -52,5 +57,26 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`adapterkit: unknown command "${cmd}"\n\n${help()}`);
     return 2;
   }
-  return c.run(rest);
+  if (rest.includes('--help') || rest.includes('-h')) {
+    const usage = await usageOf(cmd);
+    console.log(usage ?? c.summary);
+    return 0;
+  }
+  try {
+    return await c.run(rest);
+  } catch (e) {
+    // Every failure is one clear line (or a usage block) and a non-zero exit, never a stack dump.
+    console.error(`adapterkit ${cmd}: ${e instanceof Error ? e.message : String(e)}`);
+    return e instanceof UsageError ? 2 : 1;
+  }
+}
+
+async function usageOf(cmd: string): Promise<string | null> {
+  switch (cmd) {
+    case 'generate': return (await import('./generate.js')).GENERATE_USAGE;
+    case 'score': return (await import('./score.js')).SCORE_USAGE;
+    case 'inspect': return (await import('./inspect.js')).INSPECT_USAGE;
+    case 'init-model': return (await import('./init-model.js')).INIT_USAGE;
+    default: return null;
+  }
 }

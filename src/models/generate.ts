@@ -10,7 +10,7 @@ export interface GenerateOptions extends SamplingOptions {
   /** Token ids that end a row (e.g. EOS); the stop id itself is kept in the output. */
   stopIds?: readonly number[];
   /** Called after each new token of a row; true ends that row (stop strings use this). */
-  stopWhen?: (row: number, newIds: readonly number[]) => boolean;
+  stopWhen?: (row: number, newIds: readonly number[]) => boolean | Promise<boolean>;
   /** Written into finished rows (default: the first stop id, else 0). */
   padId?: number;
   /** Recompute the whole sequence every step instead of using the cache (for checking the cache). */
@@ -58,11 +58,12 @@ export async function* generateStream(model: PretrainedModel, inputIds: Tensor, 
       mask.dispose();
       ids = newIds;
       mask = newMask;
-      tokens.forEach((t, r) => {
-        if (t === null) return;
+      for (let r = 0; r < b; r++) {
+        const t = tokens[r];
+        if (t === null || t === undefined) continue;
         produced[r]!.push(t);
-        if (stop.has(t) || o.stopWhen?.(r, produced[r]!)) done[r] = true;
-      });
+        if (stop.has(t) || (o.stopWhen && (await o.stopWhen(r, produced[r]!)))) done[r] = true;
+      }
       yield { step, tokens };
       if (done.every(Boolean)) break;
     }

@@ -1,0 +1,55 @@
+// Helpers shared by the CLI commands: flag parsing with clear errors, and number flags.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+type Value = string | boolean | (string | boolean)[] | undefined;
+
+/** Parsed flags with typed accessors. */
+export class Flags {
+  constructor(private readonly values: Record<string, Value>, readonly positionals: string[]) {}
+  str(name: string): string | undefined {
+    const v = this.values[name];
+    return typeof v === 'string' ? v : undefined;
+  }
+  bool(name: string): boolean {
+    return this.values[name] === true;
+  }
+  list(name: string): string[] {
+    const v = this.values[name];
+    return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : typeof v === 'string' ? [v] : [];
+  }
+}
+
+export function parseFlags(args: string[], options: Options, usage: string): Flags {
+  try {
+    const r = parseArgs({ args, options, strict: true, allowPositionals: true });
+    return new Flags(r.values as Record<string, Value>, r.positionals);
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}\n\n${usage}`);
+  }
+}
+
+export function numberFlag(v: string | undefined, name: string, opts: { int?: boolean; min?: number } = {}): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || (opts.int && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
+    throw new UsageError(`--${name} must be ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` >= ${opts.min}` : ''}, got "${v}"`);
+  }
+  return n;
+}
+
+export function dtypeFlag(v: string | undefined): 'float32' | 'bfloat16' | 'float16' {
+  if (v === undefined) return 'float32';
+  if (v === 'float32' || v === 'bfloat16' || v === 'float16') return v;
+  throw new UsageError(`--dtype must be float32, bfloat16 or float16, got "${v}"`);
+}
+
+export function required(v: string | undefined, name: string, usage: string): string {
+  if (v === undefined || v === '') throw new UsageError(`--${name} is required\n\n${usage}`);
+  return v;
+}

@@ -1,0 +1,81 @@
+// adapterkit generate: text generation from a checkpoint folder, optionally streamed.
+import { loadModel } from '../models/load.js';
+import { generateStream, type GenerateOptions } from '../models/generate.js';
+import { HFTokenizer } from '../tokenizer/tokenizer.js';
+import { tensor, tidy } from '../tensor/index.js';
+import { parseFlags, numberFlag, dtypeFlag, required, UsageError } from './common.js';
+
+export const GENERATE_USAGE = `usage: adapterkit generate --model DIR --prompt TEXT [options]
+  --max-new-tokens N     (default 32)
+  --sample               sample instead of greedy decoding
+  --temperature T  --top-k K  --top-p P  --repetition-penalty R  --seed N
+  --stop TEXT            stop when the output contains TEXT (repeatable)
+  --stop-id N            stop at this token id (repeatable; EOS is always a stop)
+  --chat                 wrap the prompt in the tokenizer's chat template as a user message
+  --dtype float32|bfloat16|float16
+  --stream               print tokens as they come`;
+
+export async function generateCommand(args: string[]): Promise<number> {
+  const f = parseFlags(args, {
+    model: { type: 'string' }, prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, sample: { type: 'boolean' },
+    temperature: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' }, 'repetition-penalty': { type: 'string' },
+    seed: { type: 'string' }, stop: { type: 'string', multiple: true }, 'stop-id': { type: 'string', multiple: true },
+    chat: { type: 'boolean' }, dtype: { type: 'string' }, stream: { type: 'boolean' },
+  }, GENERATE_USAGE);
+  const dir = required(f.str('model'), 'model', GENERATE_USAGE);
+  const prompt = required(f.str('prompt'), 'prompt', GENERATE_USAGE);
+  const tok = HFTokenizer.fromDir(dir);
+  const model = loadModel(dir, { dtype: dtypeFlag(f.str('dtype')), task: 'causal-lm' });
+  try {
+    const text = f.bool('chat') ? tok.applyChatTemplate([{ role: 'user', content: prompt }]) : prompt;
+    const ids = await tok.encode(text);
+    if (ids.length === 0) throw new UsageError('the prompt encodes to no tokens');
+    const stopStrings = f.list('stop');
+    const stopIds = f.list('stop-id').map((s) => numberFlag(s, 'stop-id', { int: true, min: 0 })!);
+    if (tok.eosTokenId !== null) stopIds.push(tok.eosTokenId);
+    const o: GenerateOptions = {
+      maxNewTokens: numberFlag(f.str('max-new-tokens'), 'max-new-tokens', { int: true, min: 1 }) ?? 32,
+      doSample: f.bool('sample'),
+      temperature: numberFlag(f.str('temperature'), 'temperature', { min: 0 }),
+      topK: numberFlag(f.str('top-k'), 'top-k', { int: true, min: 0 }),
+      topP: numberFlag(f.str('top-p'), 'top-p', { min: 0 }),
+      repetitionPenalty: numberFlag(f.str('repetition-penalty'), 'repetition-penalty', { min: 0 }),
+      seed: numberFlag(f.str('seed'), 'seed', { int: true, min: 0 }),
+      stopIds,
+      stopWhen: stopStrings.length ? async (_r, newIds) => { const s = await tok.decode(newIds); return stopStrings.some((x) => s.includes(x)); } : undefined,
+    };
+    const input = tidy(() => tensor([ids], { dtype: 'int64' }));
+    const produced: number[] = [];
+    let shown = '';
+    for await (const step of generateStream(model, input, null, o)) {
+      const t = step.tokens[0];
+      if (t === null || t === undefined) continue;
+      produced.push(t);
+      if (f.bool('stream')) {
+        const s = cut(await tok.decode(produced), stopStrings);
+        // Print only the settled prefix: a partial UTF-8 sequence decodes to U+FFFD until complete.
+        if (!s.endsWith('\uFFFD') && s.startsWith(shown)) {
+          process.stdout.write(s.slice(shown.length));
+          shown = s;
+        }
+      }
+    }
+    const final = cut(await tok.decode(produced), stopStrings);
+    if (f.bool('stream')) process.stdout.write(final.slice(shown.length) + '\n');
+    else console.log(final);
+    input.dispose();
+    return 0;
+  } finally {
+    model.dispose();
+  }
+}
+
+/** The text up to (not including) the first stop string. */
+function cut(s: string, stops: readonly string[]): string {
+  let end = s.length;
+  for (const x of stops) {
+    const i = s.indexOf(x);
+    if (i >= 0 && i < end) end = i;
+  }
+  return s.slice(0, end);
+}
