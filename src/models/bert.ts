@@ -245,7 +245,8 @@ class BertLMPredictionHead extends Module {
   }
   forward(h: Tensor): Tensor {
     const x = this.transform.LayerNorm.forward(this.act(this.transform.dense.forward(h)));
-    return this.decoder.forward(x).add(this.own('bias')!);  // (B, T, V)
+    const y = this.decoder.forward(x);  // (B, T, V)
+    return y.add(this.own('bias')!.to(y.dtype));
   }
 }
 
@@ -262,7 +263,8 @@ class RobertaLMHead extends Module {
     this.param('bias', empty([cfg.vocabSize], { dtype }));
   }
   forward(h: Tensor): Tensor {
-    return this.decoder.forward(this.layer_norm.forward(this.dense.forward(h).gelu())).add(this.own('bias')!);
+    const y = this.decoder.forward(this.layer_norm.forward(this.dense.forward(h).gelu()));  // (B, T, V)
+    return y.add(this.own('bias')!.to(y.dtype));
   }
 }
 
@@ -342,6 +344,7 @@ export class Bert extends Module implements PretrainedModel {
     if (this.task !== 'masked-lm' && /^(cls|lm_head)\./.test(key)) return true;
     if (!this.base.pooler && /(^|\.)pooler\./.test(key)) return true;
     if (!this.classifier && !this.seqHead && /^classifier\./.test(key)) return true;
+    if (this.task === 'sequence-classification' && this.modelType !== 'bert' && /^classifier\.(weight|bias)$/.test(key)) return true;
     // The MLM decoder bias duplicates cls.predictions.bias / lm_head.bias in HF.
     return /^(cls\.predictions|lm_head)\.decoder\.bias$/.test(key);
   }

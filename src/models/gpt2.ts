@@ -219,7 +219,9 @@ export class GPT2 extends Module implements PretrainedModel {
     return /^(score|classifier|lm_head)\./.test(name);
   }
   isIgnoredKey(key: string): boolean {
-    return /(^|\.)attn\.(bias|masked_bias)$/.test(key);
+    if (/(^|\.)attn\.(bias|masked_bias)$/.test(key)) return true;
+    // Heads of other tasks in the checkpoint (HF drops them with a warning).
+    return (!this.lm_head && /^lm_head\./.test(key)) || (!this.score && /^score\./.test(key)) || (!this.classifier && /^classifier\./.test(key));
   }
   initWeights(seed: number, only?: (path: string) => boolean): void {
     const cfg = this.cfg;

@@ -239,7 +239,9 @@ export class Llama extends Module implements PretrainedModel {
     return /^(score|lm_head)\./.test(name);
   }
   isIgnoredKey(key: string): boolean {
-    return /rotary_emb\.inv_freq$/.test(key);
+    if (/rotary_emb\.inv_freq$/.test(key)) return true;
+    // Heads of other tasks in the checkpoint (HF drops them with a warning).
+    return (!this.lm_head && /^lm_head\./.test(key)) || (!this.score && /^score\./.test(key));
   }
   initWeights(seed: number, only?: (path: string) => boolean): void {
     initWeights(this, { std: this.cfg.initializerRange, seed, only });

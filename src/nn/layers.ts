@@ -7,6 +7,20 @@ export interface LayerOptions {
   dtype?: DType;
 }
 
+/**
+ * The dtype activations are computed in for weights stored in `dtype`. libtorch's CPU kernels have
+ * no float16 matrix products, so float16 weights compute in float32 (storage stays float16, and
+ * each layer casts its weight on use); bfloat16 and float32 compute natively.
+ */
+export function computeDtype(dtype: DType): DType {
+  return dtype === 'float16' ? 'float32' : dtype;
+}
+
+/** `t` in the dtype of `x` (the same tensor when they already agree). */
+function like(t: Tensor, x: Tensor): Tensor {
+  return t.dtype === x.dtype ? t : t.to(x.dtype);
+}
+
 /** y = x W^T + b with W in PyTorch's [out, in] layout (nn.Linear). */
 export class Linear extends Module {
   readonly kind = 'linear' as const;
@@ -19,7 +33,8 @@ export class Linear extends Module {
   get weight(): Tensor { return this.own('weight')!; }  // (out, in)
   get bias(): Tensor | null { return this.own('bias'); }  // (out)
   forward(x: Tensor): Tensor {
-    return linear(x, this.weight, this.bias);
+    const b = this.bias;
+    return linear(x, like(this.weight, x), b === null ? null : like(b, x));
   }
 }
 
@@ -36,7 +51,7 @@ export class Conv1D extends Module {
   forward(x: Tensor): Tensor {
     const shape = x.shape;
     const flat = x.reshape(-1, this.inFeatures);  // (N, in)
-    const y = addmm(this.bias, flat, this.weight);  // (N, out)
+    const y = addmm(like(this.bias, x), flat, like(this.weight, x));  // (N, out)
     return y.view(...shape.slice(0, -1), this.outFeatures);
   }
 }
@@ -49,13 +64,16 @@ export function isLinearLayer(m: Module): m is LinearLayer {
 }
 
 export class Embedding extends Module {
+  private readonly outDtype: DType;
   constructor(readonly numEmbeddings: number, readonly dim: number, opts: LayerOptions = {}) {
     super();
     this.param('weight', empty([numEmbeddings, dim], { dtype: opts.dtype }));
+    this.outDtype = computeDtype(opts.dtype ?? 'float32');
   }
   get weight(): Tensor { return this.own('weight')!; }  // (V, C)
   forward(ids: Tensor): Tensor {
-    return embedding(this.weight, ids);  // ids.shape + (C)
+    const e = embedding(this.weight, ids);  // ids.shape + (C)
+    return e.dtype === this.outDtype ? e : e.to(this.outDtype);
   }
 }
 
@@ -68,7 +86,8 @@ export class LayerNorm extends Module {
   get weight(): Tensor { return this.own('weight')!; }
   get bias(): Tensor | null { return this.own('bias'); }
   forward(x: Tensor): Tensor {
-    return layerNorm(x, [this.dim], this.weight, this.bias, this.eps);
+    const b = this.bias;
+    return layerNorm(x, [this.dim], like(this.weight, x), b === null ? null : like(b, x), this.eps);
   }
 }
 
@@ -84,7 +103,7 @@ export class RMSNorm extends Module {
     const x32 = dt === 'float32' ? x : x.to('float32');
     const normed = x32.mul(x32.square().mean(-1, true).add(this.eps).rsqrt());  // (…, C)
     const back = dt === 'float32' ? normed : normed.to(dt);
-    return this.weight.mul(back);
+    return like(this.weight, x).mul(back);
   }
 }
 
