@@ -25,6 +25,8 @@ AK_OP(qr) {
   return wrapList(info.Env(), {std::get<0>(r), std::get<1>(r)});
 }
 
+AK_OP(inv) { AK_RET(at::linalg_inv(T(info, 0))); }
+
 // layerNorm(x, normalizedShape, weight?, bias?, eps)
 AK_OP(layerNorm) {
   AK_RET(at::layer_norm(T(info, 0), IntList(info, 1), OptT(info, 2), OptT(info, 3), D(info, 4), /*cudnn=*/true));
@@ -63,6 +65,6 @@ AK_OP(crossEntropy) {
 
 void registerNN(Napi::Object e) {
   AK_REG(e, matmul); AK_REG(e, bmm); AK_REG(e, outer); AK_REG(e, addmm); AK_REG(e, linear);
-  AK_REG(e, svd); AK_REG(e, qr); AK_REG(e, layerNorm); AK_REG(e, dropout); AK_REG(e, triu); AK_REG(e, tril);
+  AK_REG(e, svd); AK_REG(e, qr); AK_REG(e, inv); AK_REG(e, layerNorm); AK_REG(e, dropout); AK_REG(e, triu); AK_REG(e, tril);
   AK_REG(e, embedding); AK_REG(e, crossEntropy);
 }

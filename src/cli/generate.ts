@@ -1,5 +1,5 @@
 // adapterkit generate: text generation from a checkpoint folder, optionally streamed.
-import { loadModel } from '../models/load.js';
+import { loadWithAdapters, ADAPTER_FLAGS } from './model-args.js';
 import { generateStream, type GenerateOptions } from '../models/generate.js';
 import { HFTokenizer } from '../tokenizer/tokenizer.js';
 import { tensor, tidy } from '../tensor/index.js';
@@ -13,7 +13,8 @@ export const GENERATE_USAGE = `usage: adapterkit generate --model DIR --prompt T
   --stop-id N            stop at this token id (repeatable; EOS is always a stop)
   --chat                 wrap the prompt in the tokenizer's chat template as a user message
   --dtype float32|bfloat16|float16
-  --stream               print tokens as they come`;
+  --stream               print tokens as they come
+${ADAPTER_FLAGS}`;
 
 export async function generateCommand(args: string[]): Promise<number> {
   const f = parseFlags(args, {
@@ -21,11 +22,15 @@ export async function generateCommand(args: string[]): Promise<number> {
     temperature: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' }, 'repetition-penalty': { type: 'string' },
     seed: { type: 'string' }, stop: { type: 'string', multiple: true }, 'stop-id': { type: 'string', multiple: true },
     chat: { type: 'boolean' }, dtype: { type: 'string' }, stream: { type: 'boolean' },
+    adapter: { type: 'string' }, 'adapter-weights': { type: 'string' }, combination: { type: 'string' }, density: { type: 'string' },
   }, GENERATE_USAGE);
   const dir = required(f.str('model'), 'model', GENERATE_USAGE);
   const prompt = required(f.str('prompt'), 'prompt', GENERATE_USAGE);
   const tok = HFTokenizer.fromDir(dir);
-  const model = loadModel(dir, { dtype: dtypeFlag(f.str('dtype')), task: 'causal-lm' });
+  const { model } = loadWithAdapters(dir, {
+    adapter: f.str('adapter'), weights: f.str('adapter-weights'), combination: f.str('combination'), density: f.str('density'),
+    dtype: dtypeFlag(f.str('dtype')), task: 'causal-lm',
+  });
   try {
     const text = f.bool('chat') ? tok.applyChatTemplate([{ role: 'user', content: prompt }]) : prompt;
     const ids = await tok.encode(text);

@@ -11,6 +11,7 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   generate: { summary: 'generate text from a checkpoint (--model DIR --prompt TEXT)', run: async (a) => (await import('./generate.js')).generateCommand(a) },
   score: { summary: 'per-token log-probabilities (--model DIR --text TEXT | --ids 1,2,3)', run: async (a) => (await import('./score.js')).scoreCommand(a) },
+  merge: { summary: 'fold adapter(s) into the base and write a full checkpoint (--model --adapter --out)', run: async (a) => (await import('./merge.js')).mergeCommand(a) },
   inspect: { summary: 'list the tensors of a safetensors file or checkpoint folder', run: async (a) => (await import('./inspect.js')).inspectCommand(a) },
   'init-model': { summary: 'write a random HF-format checkpoint (--arch TYPE --out DIR)', run: async (a) => (await import('./init-model.js')).initModelCommand(a) },
   info: {
@@ -77,6 +78,7 @@ async function usageOf(cmd: string): Promise<string | null> {
     case 'score': return (await import('./score.js')).SCORE_USAGE;
     case 'inspect': return (await import('./inspect.js')).INSPECT_USAGE;
     case 'init-model': return (await import('./init-model.js')).INIT_USAGE;
+    case 'merge': return (await import('./merge.js')).MERGE_USAGE;
     default: return null;
   }
 }

@@ -1,16 +1,18 @@
 // adapterkit score: per-token log-probabilities of a text (or of token ids) under a causal LM.
-import { loadModel } from '../models/load.js';
+import { loadWithAdapters, ADAPTER_FLAGS } from './model-args.js';
 import { score } from '../models/generate.js';
 import { HFTokenizer } from '../tokenizer/tokenizer.js';
 import { parseFlags, dtypeFlag, required, UsageError } from './common.js';
 
 export const SCORE_USAGE = `usage: adapterkit score --model DIR (--text TEXT | --ids 1,2,3) [--json] [--dtype D]
   --json   the last line is {"ids":[...],"logprobs":[...],"nll":x}, logprobs[i] = log p(ids[i+1] | ids[0..i])
-  --ids    needs no tokenizer file`;
+  --ids    needs no tokenizer file
+${ADAPTER_FLAGS}`;
 
 export async function scoreCommand(args: string[]): Promise<number> {
   const f = parseFlags(args, {
     model: { type: 'string' }, text: { type: 'string' }, ids: { type: 'string' }, json: { type: 'boolean' }, dtype: { type: 'string' },
+    adapter: { type: 'string' }, 'adapter-weights': { type: 'string' }, combination: { type: 'string' }, density: { type: 'string' },
   }, SCORE_USAGE);
   const dir = required(f.str('model'), 'model', SCORE_USAGE);
   const text = f.str('text');
@@ -29,7 +31,10 @@ export async function scoreCommand(args: string[]): Promise<number> {
     ids = await tok.encode(text!);
   }
   if (ids.length < 2) throw new UsageError('scoring needs at least two tokens');
-  const model = loadModel(dir, { dtype: dtypeFlag(f.str('dtype')), task: 'causal-lm' });
+  const { model } = loadWithAdapters(dir, {
+    adapter: f.str('adapter'), weights: f.str('adapter-weights'), combination: f.str('combination'), density: f.str('density'),
+    dtype: dtypeFlag(f.str('dtype')), task: 'causal-lm',
+  });
   try {
     const vocab = Number(model.config.vocab_size);
     const bad = ids.find((i) => i >= vocab);

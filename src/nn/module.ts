@@ -36,6 +36,14 @@ export class Module {
     return m;
   }
 
+  protected removeModule(name: string): void {
+    this._modules.delete(name);
+  }
+
+  protected dropParam(name: string): void {
+    this._params.delete(name);
+  }
+
   /** Direct children, in registration order. */
   children(): [string, Module][] {
     return [...this._modules.entries()];
@@ -109,9 +117,13 @@ export class Module {
     const dot = path.lastIndexOf('.');
     const parent = dot < 0 ? this : this.getSubmodule(path.slice(0, dot));
     const name = path.slice(dot + 1);
-    if (!parent._modules.has(name)) throw new TorchError('setSubmodule', [path], `no submodule "${path}" to replace`);
+    const old = parent._modules.get(name);
+    if (!old) throw new TorchError('setSubmodule', [path], `no submodule "${path}" to replace`);
     parent._modules.set(name, m);
-    if (name in parent) (parent as unknown as Record<string, unknown>)[name] = m;
+    // Model code calls children through fields (this.c_attn.forward): every field that held the old
+    // module now holds the new one, whatever the field is called.
+    const fields = parent as unknown as Record<string, unknown>;
+    for (const k of Object.keys(fields)) if (fields[k] === old) fields[k] = m;
   }
 
   train(on = true): this {
@@ -153,6 +165,31 @@ export class Module {
     return this;
   }
 
+  /**
+   * A deep copy: same class and settings, every parameter and buffer cloned (detached), children
+   * cloned recursively; fields that pointed at the old children point at the new ones.
+   */
+  cloneDeep(): this {
+    const c = Object.create(Object.getPrototypeOf(this) as object) as this;
+    Object.assign(c, this);
+    const mods = new Map<Module, Module>();
+    const self = c as unknown as { _params: Map<string, Tensor>; _buffers: Map<string, Tensor>; _modules: Map<string, Module> };
+    self._params = new Map([...this._params].map(([n, t]) => [n, keep(noGrad(() => t.detach().clone()))] as [string, Tensor]));
+    for (const [n, t] of self._params) if (this._params.get(n)!.requiresGrad) t.requiresGrad = true;
+    self._buffers = new Map([...this._buffers].map(([n, t]) => [n, keep(t.clone())] as [string, Tensor]));
+    self._modules = new Map([...this._modules].map(([n, m]) => {
+      const k = m.cloneDeep();
+      mods.set(m, k);
+      return [n, k] as [string, Module];
+    }));
+    const fields = c as unknown as Record<string, unknown>;
+    for (const k of Object.keys(fields)) {
+      const v = fields[k];
+      if (v instanceof Module && mods.has(v)) fields[k] = mods.get(v);
+    }
+    return c;
+  }
+
   /** Frees every parameter and buffer of this module and its children. */
   dispose(): void {
     for (const [, m] of this._modules) m.dispose();
@@ -182,9 +219,23 @@ export class ModuleList<M extends Module> extends Module {
   }
 }
 
-/** A plain named container (e.g. BERT's `cls` that only holds `predictions`). */
+/** A plain named container (BERT's `cls`; an adapter's per-name `lora_A.<name>` modules). */
 export class Container extends Module {
   add<M extends Module>(name: string, m: M): M {
     return this.module(name, m);
+  }
+  /** Adds or replaces a parameter held by the container itself (DoRA's per-adapter magnitudes). */
+  addParam(name: string, t: Tensor, trainable: boolean): Tensor {
+    const old = this.own(name);
+    this.param(name, t, trainable);
+    if (old && old !== t) old.dispose();
+    return t;
+  }
+  remove(name: string): void {
+    this.removeModule(name);
+  }
+  removeParam(name: string): void {
+    this.own(name)?.dispose();
+    this.dropParam(name);
   }
 }

@@ -34,6 +34,10 @@ export function qr(a: Tensor): { Q: Tensor; R: Tensor } {
   const hs = run('qr', [a], () => N.qr(a.handle) as Handle[]);
   return { Q: new Tensor(hs[0]!), R: new Tensor(hs[1]!) };
 }
+/** Matrix inverse (torch.linalg.inv). */
+export function inv(a: Tensor): Tensor {
+  return op1('inv', [a], () => N.inv(a.handle) as Handle);
+}
 export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
   return op1('layerNorm', [x, normalizedShape, weight ?? undefined, bias ?? undefined], () =>
     N.layerNorm(x.handle, [...normalizedShape], weight?.handle, bias?.handle, eps) as Handle);

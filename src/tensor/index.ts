@@ -8,7 +8,7 @@ export {
   rand, randn, randint, multinomial, type TensorOptions, type RandomOptions,
 } from './creation.js';
 export {
-  cat, stack, where, matmul, bmm, outer, addmm, linear, svd, qr, layerNorm, dropout, embedding,
+  cat, stack, where, matmul, bmm, outer, addmm, linear, svd, qr, inv, layerNorm, dropout, embedding,
   crossEntropy, type CrossEntropyOptions,
 } from './functional.js';
 export {

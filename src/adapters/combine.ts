@@ -1,0 +1,113 @@
+// Weighted combination of LoRA adapters into a new adapter (PEFT's LoraModel.add_weighted_adapter).
+// linear / ties / dare_* / magnitude_prune act on A and B separately with weights sqrt(w s) (same
+// ranks required); cat stacks ranks exactly; the *_svd variants combine the full ΔW = s B A and
+// truncate it back to a rank with an SVD (U S as B, Vh as A).
+import { tidy, keep, noGrad, cat, svd, type Tensor } from '../tensor/index.js';
+import type { PeftModel } from './peft-model.js';
+import { LoraLayer } from './lora/layer.js';
+import type { LoraConfig } from './lora/config.js';
+import { taskArithmetic, ties, dareLinear, dareTies, magnitudePruneMerge, type SignMethod } from './merge-utils.js';
+
+export type Combination =
+  | 'linear' | 'cat' | 'svd' | 'ties' | 'ties_svd' | 'dare_linear' | 'dare_ties' | 'dare_linear_svd' | 'dare_ties_svd'
+  | 'magnitude_prune' | 'magnitude_prune_svd';
+
+export interface CombineOptions {
+  combination?: Combination;
+  /** Rank of the *_svd results (default: the largest input rank). */
+  svdRank?: number;
+  /** Fraction kept by ties / dare / magnitude_prune. */
+  density?: number;
+  majoritySignMethod?: SignMethod;
+  seed?: number;
+}
+
+function mergeFn(kind: string, o: CombineOptions): (ts: Tensor[], w: number[]) => Tensor {
+  const density = o.density ?? 1;
+  const seed = o.seed ?? 0;
+  const sign = o.majoritySignMethod ?? 'total';
+  switch (kind) {
+    case 'linear': case 'svd': return taskArithmetic;
+    case 'ties': return (ts, w) => ties(ts, w, density, sign);
+    case 'dare_linear': return (ts, w) => dareLinear(ts, w, density, seed);
+    case 'dare_ties': return (ts, w) => dareTies(ts, w, density, seed, sign);
+    case 'magnitude_prune': return (ts, w) => magnitudePruneMerge(ts, w, density);
+    default: throw new Error(`unknown combination "${kind}"`);
+  }
+}
+
+/** Creates adapter `newName` from `adapters` weighted by `weights`; returns its rank. */
+export function addWeightedAdapter(peft: PeftModel, adapters: string[], weights: number[], newName: string, o: CombineOptions = {}): number {
+  const combination = o.combination ?? 'svd';
+  if (adapters.length === 0 || adapters.length !== weights.length) throw new Error('give one weight per adapter');
+  const configs = adapters.map((a) => {
+    const c = peft.configs.get(a) as LoraConfig | undefined;
+    if (!c) throw new Error(`no adapter "${a}"`);
+    if (c.peftType !== 'LORA') throw new Error(`adapter "${a}" is ${c.peftType}; only LoRA adapters combine`);
+    if (c.useDora) throw new Error(`adapter "${a}" uses DoRA, which weighted combination does not support (as in PEFT)`);
+    return c;
+  });
+  if (['ties', 'ties_svd', 'dare_linear', 'dare_ties', 'dare_linear_svd', 'dare_ties_svd', 'magnitude_prune', 'magnitude_prune_svd'].includes(combination)) {
+    if (o.density === undefined || !(o.density > 0 && o.density <= 1)) throw new Error(`${combination} needs a density in (0, 1]`);
+  }
+  const layers = peft.tunerLayers().filter((e): e is [string, LoraLayer] => e[1] instanceof LoraLayer && adapters.some((a) => e[1].hasAdapter(a)));
+  const ranks = new Set(layers.flatMap(([, l]) => adapters.filter((a) => l.hasAdapter(a)).map((a) => l.adapterRank(a))));
+  const svdMode = combination === 'svd' || combination.endsWith('_svd');
+  let newRank: number;
+  if (combination === 'cat') newRank = Math.max(...layers.map(([, l]) => adapters.reduce((s, a) => s + l.adapterRank(a), 0)));
+  else if (svdMode) newRank = o.svdRank ?? Math.max(...ranks);
+  else {
+    if (ranks.size !== 1) throw new Error(`${combination} needs adapters of one rank (got ${[...ranks].join(', ')}); use cat or svd`);
+    newRank = [...ranks][0]!;
+  }
+  const union = [...new Set(configs.flatMap((c) => (Array.isArray(c.targetModules) ? c.targetModules : [])))];
+  const targets = configs.every((c) => Array.isArray(c.targetModules)) ? union : layers.map(([p]) => p);
+  // alpha = r: the combined adapter has scaling 1, the weights and scalings live in A and B.
+  peft.addAdapter(newName, { ...configs[0], r: newRank, loraAlpha: newRank, useRslora: false, rankPattern: {}, alphaPattern: {}, targetModules: targets, initLoraWeights: true, dylora: false, modulesToSave: null, extra: {} } as never);
+  noGrad(() => {
+    for (const [path, layer] of peft.tunerLayers()) {
+      if (!(layer instanceof LoraLayer) || !layer.hasAdapter(newName)) continue;
+      const present = adapters.map((a, i) => [a, weights[i]!] as const).filter(([a]) => layer.hasAdapter(a));
+      const state = tidy(() => {
+        if (present.length === 0) return null;
+        const names = present.map(([a]) => a);
+        if (combination === 'cat') {
+          // Layers with fewer adapters than the widest get zero-padded ranks.
+          let A = cat(present.map(([a, w]) => layer.A(a).mul(w * layer.scaling(a))), 0);
+          let B = cat(names.map((a) => layer.B(a)), 1);
+          const pad = newRank - A.shape[0]!;
+          if (pad > 0) {
+            A = cat([A, A.narrow(0, 0, 1).mul(0).expand(pad, A.shape[1]!)], 0);
+            B = cat([B, B.narrow(1, 0, 1).mul(0).expand(B.shape[0]!, pad)], 1);
+          }
+          return { A: keep(A), B: keep(B) };
+        }
+        if (svdMode) {
+          const kind = combination === 'svd' ? 'svd' : combination.slice(0, -4);
+          let delta = mergeFn(kind, o)(names.map((a) => layer.deltaWeight(a)), present.map(([, w]) => w));
+          if (layer.fanInFanOut) delta = delta.transpose(0, 1);  // back to (O, I)
+          const { U, S, Vh } = svd(delta);
+          const k = Math.min(newRank, S.shape[0]!);
+          let B = U.narrow(1, 0, k).mul(S.narrow(0, 0, k));  // (O, k)
+          let A = Vh.narrow(0, 0, k);  // (k, I)
+          if (k < newRank) {
+            A = cat([A, A.narrow(0, 0, 1).mul(0).expand(newRank - k, A.shape[1]!)], 0);
+            B = cat([B, B.narrow(1, 0, 1).mul(0).expand(B.shape[0]!, newRank - k)], 1);
+          }
+          return { A: keep(A.contiguous()), B: keep(B.contiguous()) };
+        }
+        // Per-factor combination with weights sqrt(|w s|), A's carrying the sign (PEFT supports negative weights so).
+        const ws = present.map(([a, w]) => w * layer.scaling(a));
+        const fn = mergeFn(combination, o);
+        const A = fn(names.map((a) => layer.A(a)), ws.map((x) => (x < 0 ? -1 : 1) * Math.sqrt(Math.abs(x))));
+        const B = fn(names.map((a) => layer.B(a)), ws.map((x) => Math.sqrt(Math.abs(x))));
+        return { A: keep(A), B: keep(B) };
+      });
+      if (!state) continue;
+      layer.loadAdapterState(newName, new Map([['lora_A.weight', state.A], ['lora_B.weight', state.B]]), path);
+      state.A.dispose();
+      state.B.dispose();
+    }
+  });
+  return newRank;
+}

@@ -1,0 +1,27 @@
+// LoRA: one registerAdapter call (convention 3).
+import { registerAdapter } from '../registry.js';
+import { isLinearLayer } from '../../nn/layers.js';
+import { DEFAULT_LORA_TARGETS } from '../targets.js';
+import { isTunerLayer, type AdapterMethod, type TunerLayer } from '../types.js';
+import { resolveLora, loraFromJson, loraToJson, type LoraConfig } from './config.js';
+import { LoraLayer } from './layer.js';
+import type { Module } from '../../nn/module.js';
+
+export const LORA: AdapterMethod<LoraConfig> = {
+  peftType: 'LORA',
+  fromJson: loraFromJson,
+  toJson: loraToJson,
+  resolve: resolveLora,
+  defaultTargets: (modelType) => DEFAULT_LORA_TARGETS[modelType] ?? null,
+  canWrap: (m: Module) => isLinearLayer(m),
+  wrap: (base, ctx) => {
+    if (!isLinearLayer(base)) throw new Error(`LoRA cannot wrap a ${base.constructor.name}`);
+    return new LoraLayer(base, ctx);
+  },
+  isTunerLayer: (m: Module): m is TunerLayer => isTunerLayer(m) && m instanceof LoraLayer,
+};
+
+registerAdapter(LORA);
+
+export { LoraLayer } from './layer.js';
+export { type LoraConfig, resolveLora, DEFAULT_LORA } from './config.js';

@@ -1,0 +1,331 @@
+// The LoRA tuner layer: wraps a Linear or GPT-2 Conv1D (kept as `base_layer`) and holds, per adapter
+// name, A (r, in) and B (out, r) as `lora_A.<name>` / `lora_B.<name>` (PEFT's module paths), with
+// y = base(x) + scaling * B A dropout(x). Variants are strategies chosen per adapter: plain, DoRA
+// (a learned magnitude per output row over a detached weight norm) and DyLoRA (nested ranks).
+// Shapes: N rows (…), I in, O out, R rank, K adapters.
+import { Module, Container } from '../../nn/module.js';
+import { Linear, Conv1D, Dropout, type LinearLayer } from '../../nn/layers.js';
+import { keep, noGrad, tidy, zeros, stack, cat, type Tensor } from '../../tensor/index.js';
+import type { AdapterConfigBase, AdapterContext, TunerLayer } from '../types.js';
+import { patternValue } from '../targets.js';
+import type { LoraConfig } from './config.js';
+import { randomInit, pissaInit, cordaInit, seedFor } from './init.js';
+
+interface AdapterState {
+  r: number;
+  alpha: number;
+  rslora: boolean;
+  dora: boolean;
+  dylora: boolean;
+  /** PiSSA/CorDA: the initial A, B, so the adapter can be saved relative to the original base. */
+  initial: { A: Tensor; B: Tensor } | null;
+}
+
+export interface LoraAddOptions {
+  seed: number;
+  /** CorDA: the input covariance (I, I) of this layer, collected from sample data. */
+  covariance?: Tensor;
+}
+
+export class LoraLayer extends Module implements TunerLayer {
+  readonly isTunerLayer = true as const;
+  readonly base_layer: LinearLayer;
+  readonly lora_A = this.module('lora_A', new Container());
+  readonly lora_B = this.module('lora_B', new Container());
+  readonly lora_dropout = this.module('lora_dropout', new Container());
+  readonly lora_magnitude_vector = this.module('lora_magnitude_vector', new Container());
+  readonly adapters = new Map<string, AdapterState>();
+  private merged: string[] = [];
+  private backup: Tensor | null = null;  // the base weight before the first merge (exact unmerge)
+  private stackCache: { key: string; A: Tensor; B: Tensor } | null = null;
+  /** DyLoRA: the rank used outside training (default: the full rank). */
+  dyloraEvalRank: number | null = null;
+
+  constructor(base: LinearLayer, private readonly ctx: AdapterContext) {
+    super();
+    this.base_layer = this.module('base_layer', base);
+  }
+
+  get baseLayer(): Module { return this.base_layer; }
+  get inFeatures(): number { return this.base_layer.inFeatures; }
+  get outFeatures(): number { return this.base_layer.outFeatures; }
+  get fanInFanOut(): boolean { return this.base_layer instanceof Conv1D; }
+  get mergedAdapters(): readonly string[] { return this.merged; }
+  hasAdapter(name: string): boolean { return this.adapters.has(name); }
+
+  A(name: string): Tensor { return (this.lora_A.getSubmodule(name) as Linear).weight; }  // (R, I)
+  B(name: string): Tensor { return (this.lora_B.getSubmodule(name) as Linear).weight; }  // (O, R)
+  magnitude(name: string): Tensor { return this.lora_magnitude_vector.getParameter(name); }  // (O)
+  scaling(name: string, rank?: number): number {
+    const s = this.adapters.get(name)!;
+    const r = rank ?? s.r;
+    return s.rslora ? s.alpha / Math.sqrt(r) : s.alpha / r;
+  }
+
+  /** The base weight in [out, in] orientation (a view for Conv1D). */
+  private baseWeightOI(): Tensor {
+    const w = this.base_layer.weight;
+    return this.fanInFanOut ? w.transpose(0, 1) : w;
+  }
+
+  addAdapter(name: string, config: AdapterConfigBase, path: string, opts: LoraAddOptions): void {
+    const c = config as LoraConfig;
+    if (this.adapters.has(name)) throw new Error(`adapter "${name}" already exists on ${path}`);
+    const r = patternValue(c.rankPattern, path) ?? c.r;
+    const alpha = patternValue(c.alphaPattern, path) ?? c.loraAlpha;
+    const state: AdapterState = { r, alpha, rslora: c.useRslora, dora: c.useDora, dylora: c.dylora, initial: null };
+    this.adapters.set(name, state);
+    const dt = this.base_layer.weight.dtype;
+    const trainDt = dt === 'float64' ? 'float64' : 'float32';  // adapters train in float32 over a bf16/f16 base
+    const a = this.lora_A.add(name, new Linear(this.inFeatures, r, { bias: false, dtype: trainDt }));
+    const b = this.lora_B.add(name, new Linear(r, this.outFeatures, { bias: false, dtype: trainDt }));
+    this.lora_dropout.add(name, new Dropout(c.loraDropout));
+    const s = this.scaling(name);
+    noGrad(() => {
+      let init: { A: Tensor; B: Tensor; residual?: Tensor };
+      if (c.initLoraWeights === 'pissa') init = pissaInit(this.baseWeightOI(), r, s);
+      else if (c.initLoraWeights === 'corda') {
+        if (!opts.covariance) throw new Error(`CorDA needs the input covariance of ${path}: pass sample data (corda.samples) when adding the adapter`);
+        init = cordaInit(this.baseWeightOI(), opts.covariance, r, s, c.cordaMethod);
+      } else init = randomInit(c.initLoraWeights, r, this.inFeatures, this.outFeatures, opts.seed, `${path}.${name}`);
+      a.setParameter('weight', init.A.to(trainDt), true);
+      b.setParameter('weight', init.B.to(trainDt), true);
+      if (init.residual) {
+        // PiSSA/CorDA move the principal part out of the base: the base keeps the residual.
+        const res = this.fanInFanOut ? init.residual.transpose(0, 1).contiguous() : init.residual;
+        this.base_layer.setParameter('weight', res.to(dt), false);
+        state.initial = { A: keep(init.A.to('float32').clone()), B: keep(init.B.to('float32').clone()) };
+      }
+      for (const t of [init.A, init.B, init.residual]) t?.dispose();
+      if (c.useDora) {
+        // The magnitude starts at ||W + s B A|| per output row, so the layer starts as the base.
+        this.lora_magnitude_vector.addParam(name, tidy(() => this.doraWeightNorm(name)), true);
+      }
+    });
+    this.ctx.version++;
+  }
+
+  /** ||W + s B A|| over the input dimension, per output row (PEFT's DoRA get_weight_norm), in float32. */
+  private doraWeightNorm(name: string): Tensor {
+    const w = this.baseWeightOI().to('float32');
+    const delta = this.B(name).matmul(this.A(name)).detach().mul(this.scaling(name));
+    return w.add(delta).norm(2, 1);  // (O)
+  }
+
+  deleteAdapter(name: string): void {
+    if (!this.adapters.has(name)) return;
+    if (this.merged.includes(name)) throw new Error(`adapter "${name}" is merged; unmerge before deleting it`);
+    const s = this.adapters.get(name)!;
+    s.initial?.A.dispose();
+    s.initial?.B.dispose();
+    for (const c of [this.lora_A, this.lora_B]) c.getSubmodule(name).dispose();
+    this.lora_A.remove(name);
+    this.lora_B.remove(name);
+    this.lora_dropout.remove(name);
+    if (s.dora) this.lora_magnitude_vector.removeParam(name);
+    this.adapters.delete(name);
+    this.ctx.version++;
+  }
+
+  adapterParameters(name: string): Tensor[] {
+    const s = this.adapters.get(name);
+    if (!s) return [];
+    return [this.A(name), this.B(name), ...(s.dora ? [this.magnitude(name)] : [])];
+  }
+
+  /** The rank a DyLoRA adapter runs at now: sampled per step in training, chosen otherwise. */
+  private activeRank(name: string): number {
+    const s = this.adapters.get(name)!;
+    if (!s.dylora) return s.r;
+    const b = this.training ? this.ctx.step.dyloraRank : this.dyloraEvalRank;
+    return Math.min(s.r, Math.max(1, b ?? s.r));
+  }
+
+  /** scaling * B A in the base weight's layout, in float32 (DyLoRA: at its active rank). */
+  deltaWeight(name: string): Tensor {
+    return tidy(() => {
+      const k = this.activeRank(name);
+      const d = this.B(name).narrow(1, 0, k).matmul(this.A(name).narrow(0, 0, k)).mul(this.scaling(name, k));  // (O, I)
+      return this.fanInFanOut ? d.transpose(0, 1).contiguous() : d;
+    });
+  }
+
+  forward(x: Tensor): Tensor {
+    if (this.ctx.disabled) {
+      if (this.merged.length) this.unmerge();
+      return this.base_layer.forward(x);
+    }
+    let result = this.base_layer.forward(x);  // (…, O)
+    if (this.ctx.rows) return this.mixedBatch(x, result);
+    for (const name of this.ctx.active) {
+      const s = this.adapters.get(name);
+      if (!s || this.merged.includes(name)) continue;
+      const drop = this.lora_dropout.getSubmodule(name) as Dropout;
+      const xd = drop.forward(x);
+      const xa = xd.dtype === this.A(name).dtype ? xd : xd.to(this.A(name).dtype);
+      const k = this.activeRank(name);
+      const A = k === s.r ? this.A(name) : this.A(name).narrow(0, 0, k);
+      const B = k === s.r ? this.B(name) : this.B(name).narrow(1, 0, k);
+      const lora = xa.matmul(A.transpose(0, 1)).matmul(B.transpose(0, 1));  // (…, O)
+      const sc = this.scaling(name, k);
+      if (!s.dora) {
+        result = result.add(lora.to(result.dtype).mul(sc));
+        continue;
+      }
+      // DoRA (PEFT dora.py): result += (m/‖W+sBA‖ - 1) * base(x) + m/‖W+sBA‖ * s B A x, norm detached.
+      const norm = this.doraWeightNorm(name).detach();
+      const scale = this.magnitude(name).div(norm);  // (O)
+      let baseNoBias = drop === null || xd === x ? result : this.base_layer.forward(xd);
+      const bias = this.base_layer.bias;
+      if (bias) baseNoBias = baseNoBias.sub(bias);
+      result = result.add(scale.sub(1).mul(baseNoBias.to('float32')).add(scale.mul(lora).mul(sc)).to(result.dtype));
+    }
+    return result;
+  }
+
+  /**
+   * Each row with its own adapter (or none), in one batched pass: A and B of every adapter are
+   * stacked (zero-padded to the largest rank, B pre-scaled), gathered per row, and applied with two
+   * batched products. The base weights are never copied.
+   */
+  private mixedBatch(x: Tensor, result: Tensor): Tensor {
+    const rows = this.ctx.rows!;
+    const { A, B } = this.stacked(rows.order);
+    const idx = rows.index;  // (N)
+    const n = x.shape[0]!;
+    const x3 = x.reshape(n, -1, this.inFeatures);  // (N, T, I)
+    const xa = (x3.dtype === A.dtype ? x3 : x3.to(A.dtype)).matmul(A.indexSelect(0, idx).transpose(1, 2));  // (N, T, R)
+    const y = xa.matmul(B.indexSelect(0, idx).transpose(1, 2));  // (N, T, O)
+    return result.add(y.to(result.dtype).view(...result.shape));
+  }
+
+  private stacked(order: string[]): { A: Tensor; B: Tensor } {
+    const key = `${this.ctx.version}:${order.join('\u0000')}`;
+    if (this.stackCache && this.stackCache.key === key && !this.training) return this.stackCache;
+    for (const name of order) {
+      if (this.adapters.get(name)?.dora) throw new Error(`adapter "${name}" uses DoRA, which mixed batches do not support (as in PEFT)`);
+    }
+    const R = Math.max(1, ...order.map((n) => this.adapters.get(n)?.r ?? 0));
+    const built = noGrad(() => tidy(() => {
+      const As: Tensor[] = [];
+      const Bs: Tensor[] = [];
+      for (const name of [...order, null]) {
+        const a = zeros([R, this.inFeatures]);
+        const b = zeros([this.outFeatures, R]);
+        if (name !== null && this.adapters.has(name) && !this.merged.includes(name)) {
+          const k = this.activeRank(name);
+          a.narrow(0, 0, k).copy_(this.A(name).narrow(0, 0, k));
+          b.narrow(1, 0, k).copy_(this.B(name).narrow(1, 0, k).mul(this.scaling(name, k)));
+        }
+        As.push(a);
+        Bs.push(b);
+      }
+      return { A: stack(As), B: stack(Bs) };  // (K+1, R, I), (K+1, O, R)
+    }));
+    this.dropStack();
+    this.stackCache = { key, A: keep(built.A), B: keep(built.B) };
+    return this.stackCache;
+  }
+
+  private dropStack(): void {
+    this.stackCache?.A.dispose();
+    this.stackCache?.B.dispose();
+    this.stackCache = null;
+  }
+
+  merge(names: string[]): void {
+    noGrad(() => {
+      for (const name of names) {
+        const s = this.adapters.get(name);
+        if (!s || this.merged.includes(name)) continue;
+        const w = this.base_layer.weight;
+        if (!this.backup) this.backup = keep(w.clone());
+        const merged = tidy(() => {
+          const w32 = w.to('float32');
+          if (!s.dora) return w32.add(this.deltaWeight(name)).to(w.dtype);
+          // DoRA: W' = m / ‖W + ΔW‖ · (W + ΔW), per output row.
+          const full = this.baseWeightOI().to('float32').add(this.B(name).matmul(this.A(name)).mul(this.scaling(name)));
+          const scaled = full.mul(this.magnitude(name).div(full.norm(2, 1)).unsqueeze(1));
+          return (this.fanInFanOut ? scaled.transpose(0, 1).contiguous() : scaled).to(w.dtype);
+        });
+        this.base_layer.setParameter('weight', merged, false);
+        this.merged.push(name);
+      }
+    });
+    this.ctx.version++;
+  }
+
+  /** Restores the base weight bit for bit (from the copy taken at the first merge). */
+  unmerge(): void {
+    if (!this.backup) return;
+    this.base_layer.setParameter('weight', this.backup, false);
+    this.backup = null;
+    this.merged = [];
+    this.ctx.version++;
+  }
+
+  unload(): Module {
+    this.backup?.dispose();
+    this.backup = null;
+    this.dropStack();
+    for (const name of [...this.adapters.keys()]) {
+      this.merged = this.merged.filter((m) => m !== name);
+      this.deleteAdapter(name);
+    }
+    return this.base_layer;
+  }
+
+  adapterState(name: string): Map<string, Tensor> {
+    const s = this.adapters.get(name);
+    if (!s) return new Map();
+    const out = new Map<string, Tensor>([['lora_A.weight', this.A(name)], ['lora_B.weight', this.B(name)]]);
+    if (s.dora) out.set('lora_magnitude_vector', this.magnitude(name));
+    return out;
+  }
+
+  /** PiSSA/CorDA: A, B that act on the ORIGINAL base (rank 2r): [A; A0] and [B, -B0]. */
+  convertedState(name: string): Map<string, Tensor> | null {
+    const s = this.adapters.get(name);
+    if (!s?.initial) return null;
+    return tidy(() => {
+      const A2 = cat([this.A(name).detach().to('float32'), s.initial!.A], 0);  // (2R, I)
+      const B2 = cat([this.B(name).detach().to('float32'), s.initial!.B.neg()], 1);  // (O, 2R)
+      return new Map([['lora_A.weight', A2], ['lora_B.weight', B2]]);
+    });
+  }
+
+  adapterRank(name: string): number {
+    return this.adapters.get(name)?.r ?? 0;
+  }
+
+  loadAdapterState(name: string, state: Map<string, Tensor>, path: string): void {
+    const s = this.adapters.get(name);
+    if (!s) throw new Error(`no adapter "${name}" on ${path}`);
+    const want = new Map<string, number[]>([['lora_A.weight', [s.r, this.inFeatures]], ['lora_B.weight', [this.outFeatures, s.r]]]);
+    if (s.dora) want.set('lora_magnitude_vector', [this.outFeatures]);
+    for (const [k, shape] of want) {
+      const t = state.get(k);
+      if (!t) throw new Error(`adapter file has no ${path}.${k}`);
+      if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+        throw new Error(`${path}.${k}: the adapter has shape [${t.shape.join(', ')}] but this model needs [${shape.join(', ')}] (was it made for another base model?)`);
+      }
+    }
+    noGrad(() => {
+      const dt = this.A(name).dtype;
+      (this.lora_A.getSubmodule(name) as Linear).setParameter('weight', state.get('lora_A.weight')!.to(dt), true);
+      (this.lora_B.getSubmodule(name) as Linear).setParameter('weight', state.get('lora_B.weight')!.to(dt), true);
+      if (s.dora) this.lora_magnitude_vector.addParam(name, state.get('lora_magnitude_vector')!.to('float32'), true);
+    });
+    this.ctx.version++;
+  }
+
+  override dispose(): void {
+    this.dropStack();
+    this.backup?.dispose();
+    for (const s of this.adapters.values()) {
+      s.initial?.A.dispose();
+      s.initial?.B.dispose();
+    }
+    super.dispose();
+  }
+}

@@ -1,0 +1,157 @@
+// The HF PEFT file format both ways: adapter_config.json and adapter_model.safetensors with PEFT's
+// keys (`base_model.model.<module path>.lora_A.weight`, no adapter name in keys; non-default
+// adapters in a subfolder named after them). Writes are atomic.
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../io/atomic.js';
+import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { noGrad, type Tensor } from '../tensor/index.js';
+import type { PretrainedModel } from '../models/types.js';
+import { adapterMethod } from './registry.js';
+import { PeftModel } from './peft-model.js';
+import { ModulesToSave } from './modules-to-save.js';
+import type { AdapterConfigBase } from './types.js';
+import type { LoraLayer } from './lora/layer.js';
+
+const PREFIX = 'base_model.model.';
+
+export interface SaveOptions {
+  /** Which adapters (default: all). */
+  adapters?: string[];
+  /** PiSSA/CorDA: save as a rank-2r LoRA relative to the ORIGINAL base (default true), as PEFT's conversion. */
+  convertToLora?: boolean;
+}
+
+export function adapterDir(dir: string, name: string): string {
+  return name === 'default' ? dir : join(dir, name);
+}
+
+/** Writes each adapter as a PEFT adapter folder. */
+export function savePeftAdapters(peft: PeftModel, dir: string, opts: SaveOptions = {}): void {
+  const names = opts.adapters ?? peft.adapterNames();
+  for (const name of names) {
+    const config = peft.configs.get(name);
+    if (!config) throw new Error(`no adapter "${name}"`);
+    const method = adapterMethod(config.peftType);
+    const tensors = new Map<string, Tensor>();
+    const temps: Tensor[] = [];
+    let converted = false;
+    for (const [path, layer] of peft.tunerLayers()) {
+      if (!layer.hasAdapter(name)) continue;
+      const conv = opts.convertToLora !== false ? (layer as unknown as LoraLayer).convertedState?.(name) ?? null : null;
+      const state = conv ?? layer.adapterState(name);
+      if (conv) {
+        converted = true;
+        temps.push(...conv.values());
+      }
+      for (const [k, t] of state) tensors.set(`${PREFIX}${path}.${k}`, t);
+    }
+    for (const [path, m] of peft.model.namedModules()) {
+      if (m instanceof ModulesToSave) for (const [k, t] of m.adapterState(name)) tensors.set(`${PREFIX}${path}.${k}`, t);
+    }
+    const json = method.toJson(config);
+    if (converted) {
+      // As PEFT's save_pretrained(path_initial_model_for_weight_conversion=...): rank doubles, alpha
+      // follows so that the scaling is unchanged, and the result is an ordinary LoRA.
+      const rs = json.use_rslora === true;
+      const f = rs ? Math.SQRT2 : 2;
+      json.r = (json.r as number) * 2;
+      json.lora_alpha = (json.lora_alpha as number) * f;
+      json.rank_pattern = Object.fromEntries(Object.entries(json.rank_pattern as Record<string, number>).map(([k, v]) => [k, v * 2]));
+      json.alpha_pattern = Object.fromEntries(Object.entries(json.alpha_pattern as Record<string, number>).map(([k, v]) => [k, v * f]));
+      json.init_lora_weights = true;
+    }
+    json.base_model_name_or_path = config.baseModelNameOrPath ?? (peft.model.config._name_or_path as string | undefined) ?? null;
+    const out = adapterDir(dir, name);
+    mkdirSync(out, { recursive: true });
+    try {
+      noGrad(() => writeSafetensors(join(out, 'adapter_model.safetensors'), tensors, { format: 'pt' }));
+    } finally {
+      temps.forEach((t) => t.dispose());
+    }
+    writeFileAtomic(join(out, 'adapter_config.json'), new TextEncoder().encode(JSON.stringify(json, null, 2) + '\n'));
+  }
+}
+
+export function readAdapterConfig(dir: string, warn: (m: string) => void): AdapterConfigBase {
+  const file = join(dir, 'adapter_config.json');
+  if (!existsSync(file)) throw new Error(`no adapter_config.json in ${dir}`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`${file} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`${file} must hold a JSON object`);
+  const r = raw as Record<string, unknown>;
+  return adapterMethod(r.peft_type).fromJson(r, warn);
+}
+
+export interface LoadAdapterOptions {
+  adapterName?: string;
+  /** Keep the adapter trainable (default false: inference). */
+  isTrainable?: boolean;
+  warn?: (m: string) => void;
+}
+
+/**
+ * Loads a PEFT adapter folder onto a model (creating the PeftModel) or onto an existing PeftModel.
+ * A key for a module the model lacks, or a shape that differs, is an error naming the first one.
+ */
+export function loadPeftAdapter(target: PretrainedModel | PeftModel, dir: string, opts: LoadAdapterOptions = {}): PeftModel {
+  const warn = opts.warn ?? ((m: string) => console.warn(`adapterkit: ${m}`));
+  const name = opts.adapterName ?? 'default';
+  const config = readAdapterConfig(dir, warn);
+  // The saved weights are the adapter: load as a plain LoRA (no PiSSA/CorDA surgery on the base).
+  (config as { initLoraWeights?: unknown }).initLoraWeights = true;
+  const file = join(dir, 'adapter_model.safetensors');
+  if (!existsSync(file)) {
+    throw new Error(existsSync(join(dir, 'adapter_model.bin')) ? `${dir} holds adapter_model.bin (pickle); adapterkit reads adapter_model.safetensors only` : `no adapter_model.safetensors in ${dir}`);
+  }
+  const fresh = !(target instanceof PeftModel);
+  const peft = target instanceof PeftModel ? target : new PeftModel(target);
+  if (fresh) peft.model.requiresGrad_(false);
+  const weights = readSafetensors(file);
+  try {
+    peft.addAdapter(name, config as never, {});
+    const byLayer = new Map<string, Map<string, Tensor>>();
+    const layerPaths = peft.tunerLayers().map(([p]) => p);
+    const saverPaths = peft.model.namedModules().filter(([, m]) => m instanceof ModulesToSave).map(([p]) => p);
+    for (const [key, t] of weights) {
+      if (!key.startsWith(PREFIX)) throw new Error(`adapter key "${key}" does not start with "${PREFIX}" (not a PEFT adapter file?)`);
+      // Older PEFT files may keep the adapter name in the key (lora_A.default.weight).
+      const k = key.slice(PREFIX.length).replace(/\.(lora_[AB])\.[^.]+\.weight$/, '.$1.weight').replace(/\.lora_magnitude_vector\.[^.]+$/, '.lora_magnitude_vector');
+      const owner = [...layerPaths, ...saverPaths].filter((p) => k.startsWith(p + '.')).sort((a, b) => b.length - a.length)[0];
+      if (!owner) throw new Error(`adapter key "${key}" names a module this ${peft.model.modelType} model does not have (was the adapter made for another base model?)`);
+      if (!byLayer.has(owner)) byLayer.set(owner, new Map());
+      byLayer.get(owner)!.set(k.slice(owner.length + 1), t);
+    }
+    for (const [path, layer] of peft.tunerLayers()) {
+      if (!layer.hasAdapter(name)) continue;
+      layer.loadAdapterState(name, byLayer.get(path) ?? new Map(), path);
+    }
+    for (const path of saverPaths) {
+      const s = peft.model.getSubmodule(path) as ModulesToSave;
+      if (!s.hasAdapter(name)) continue;
+      const copy = s.modules_to_save.getSubmodule(name);
+      const got = byLayer.get(path) ?? new Map<string, Tensor>();
+      noGrad(() => {
+        for (const [pn, pt] of copy.namedParameters()) {
+          const t = got.get(pn);
+          if (!t) throw new Error(`adapter file has no ${path}.${pn} (modules_to_save)`);
+          if (t.shape.join() !== pt.shape.join()) throw new Error(`${path}.${pn}: the adapter has shape [${t.shape.join(', ')}] but this model needs [${pt.shape.join(', ')}] (was it made for another base model?)`);
+          copy.setParameter(pn, t.to(pt.dtype), true);
+        }
+      });
+    }
+  } catch (e) {
+    if (peft.configs.has(name)) peft.deleteAdapter(name);
+    throw e;
+  } finally {
+    for (const t of weights.values()) t.dispose();
+  }
+  if (peft.activeAdapters.length === 0) peft.setAdapter(name);
+  else peft.setAdapter(peft.activeAdapters);  // keeps trainability as it was
+  if (!opts.isTrainable) for (const [, l] of peft.tunerLayers()) for (const t of l.adapterParameters(name)) t.requiresGrad = false;
+  return peft;
+}

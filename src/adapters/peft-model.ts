@@ -1,0 +1,244 @@
+// PeftModel: a frozen base model with named adapters injected into it (PEFT's get_peft_model).
+// Adapters can be added, activated, disabled for a scope, deleted, mixed per row of a batch,
+// merged and unmerged. Every method goes through the AdapterMethod/TunerLayer contract.
+import { Module } from '../nn/module.js';
+import { tensor, noGrad, type Tensor } from '../tensor/index.js';
+import type { PretrainedModel, ModelInput, ModelOutput } from '../models/types.js';
+import { adapterMethod } from './registry.js';
+import { findTargets, matchesTarget } from './targets.js';
+import { isTunerLayer, type AdapterConfigBase, type AdapterContext, type TunerLayer } from './types.js';
+import { ModulesToSave } from './modules-to-save.js';
+import { collectCovariances } from './covariance.js';
+import './lora/index.js';
+
+export interface AddAdapterOptions {
+  /** Seeds the adapter's random initialisation (default 0). */
+  seed?: number;
+  /** CorDA: batches of input ids (B, T) whose activations give each layer's input covariance. */
+  samples?: Tensor[];
+}
+
+export interface PeftInput extends ModelInput {
+  /** Mixed batch: the adapter of each row, or null for the base model alone. */
+  adapterNames?: readonly (string | null)[];
+}
+
+function hashSeed(seed: number, step: number): number {
+  let x = (seed ^ Math.imul(step + 1, 0x9e3779b1)) >>> 0;
+  x = Math.imul(x ^ (x >>> 16), 0x85ebca6b) >>> 0;
+  return (x ^ (x >>> 13)) >>> 0;
+}
+
+export class PeftModel {
+  readonly ctx: AdapterContext = { active: [], disabled: false, rows: null, version: 0, step: {} };
+  readonly configs = new Map<string, AdapterConfigBase>();
+  private forwardCount = 0;
+  /** Seeds DyLoRA's per-step rank draws. */
+  dyloraSeed = 0;
+
+  constructor(readonly model: PretrainedModel) {}
+
+  /** Freezes the base and injects a first adapter, which becomes active (PEFT's get_peft_model). */
+  static create(model: PretrainedModel, config: Partial<AdapterConfigBase> & Record<string, unknown>, opts: AddAdapterOptions & { adapterName?: string } = {}): PeftModel {
+    model.requiresGrad_(false);
+    const p = new PeftModel(model);
+    const name = opts.adapterName ?? 'default';
+    p.addAdapter(name, config, opts);
+    p.setAdapter(name);
+    return p;
+  }
+
+  get modelType(): string { return this.model.modelType; }
+  adapterNames(): string[] { return [...this.configs.keys()]; }
+  get activeAdapters(): readonly string[] { return this.ctx.active; }
+
+  /** (path, module) pairs, with tuner layers standing for their base layer and their insides hidden. */
+  private modules(): [string, Module][] {
+    const out: [string, Module][] = [];
+    const hidden: string[] = [];
+    for (const [path, m] of this.model.namedModules()) {
+      if (hidden.some((h) => path.startsWith(h + '.'))) continue;
+      if (isTunerLayer(m) || m instanceof ModulesToSave) {
+        hidden.push(path);
+        out.push([path, isTunerLayer(m) ? m.baseLayer : m.original_module]);
+      } else out.push([path, m]);
+    }
+    return out;
+  }
+
+  tunerLayers(): [string, TunerLayer][] {
+    return this.model.namedModules().filter((e): e is [string, TunerLayer] => isTunerLayer(e[1]));
+  }
+  private savers(): [string, ModulesToSave][] {
+    return this.model.namedModules().filter((e): e is [string, ModulesToSave] => e[1] instanceof ModulesToSave);
+  }
+
+  addAdapter(name: string, partial: Partial<AdapterConfigBase> & Record<string, unknown>, opts: AddAdapterOptions = {}): AdapterConfigBase {
+    if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.includes('..')) throw new Error(`adapter name "${name}" must use letters, digits, _ . -`);
+    if (this.configs.has(name)) throw new Error(`adapter "${name}" already exists`);
+    const method = adapterMethod(partial.peftType ?? 'LORA');
+    const config = method.resolve({ ...partial, peftType: method.peftType } as never);
+    const targets = config.targetModules ?? method.defaultTargets(this.model.modelType);
+    if (targets === null) throw new Error(`no default target_modules for ${this.model.modelType}: set target_modules`);
+    const mods = this.modules();
+    const paths = findTargets(mods, config, targets, method.canWrap);
+    if (paths.length === 0) {
+      const linear = mods.filter(([, m]) => method.canWrap(m)).map(([p]) => p.split('.').pop()).filter((v, i, a) => a.indexOf(v) === i);
+      throw new Error(`target_modules ${JSON.stringify(targets)} matched no module of this ${this.model.modelType} model (its wrappable modules are named: ${linear.join(', ')})`);
+    }
+    const cov = (config as { initLoraWeights?: unknown }).initLoraWeights === 'corda'
+      ? collectCovariances(this.model, paths, opts.samples ?? [])
+      : null;
+    try {
+      for (const path of paths) {
+        const current = this.model.getSubmodule(path);
+        let layer: TunerLayer;
+        if (isTunerLayer(current)) layer = current;
+        else {
+          layer = method.wrap(current, this.ctx);
+          this.model.setSubmodule(path, layer);
+        }
+        layer.addAdapter(name, config, path, { seed: opts.seed ?? 0, covariance: cov?.get(path) } as { seed: number });
+      }
+    } finally {
+      cov?.forEach((t) => t.dispose());
+    }
+    for (const target of config.modulesToSave ?? []) this.addModuleToSave(name, target);
+    this.configs.set(name, config);
+    this.applyBias(config, paths);
+    return config;
+  }
+
+  private addModuleToSave(name: string, target: string): void {
+    const hits = this.modules().filter(([p]) => p !== '' && matchesTarget(p, [target]));
+    if (!hits.length) throw new Error(`modules_to_save "${target}" matched no module`);
+    for (const [path] of hits) {
+      let w = this.model.getSubmodule(path);
+      if (!(w instanceof ModulesToSave)) {
+        w = new ModulesToSave(w, this.ctx, cloneModule);
+        this.model.setSubmodule(path, w);
+      }
+      (w as ModulesToSave).addAdapter(name);
+    }
+  }
+
+  /** bias "all": every bias trains; "lora_only": the biases of wrapped layers (PEFT's mark_only_lora_as_trainable). */
+  private applyBias(config: AdapterConfigBase, paths: string[]): void {
+    const bias = (config as { bias?: string }).bias;
+    if (bias === 'all') for (const [n, t] of this.model.namedParameters()) if (n.endsWith('.bias') && t.isLeaf) t.requiresGrad = true;
+    if (bias === 'lora_only') for (const p of paths) (this.model.getSubmodule(p) as TunerLayer).baseLayer.ownParameters().forEach(([n, t]) => { if (n === 'bias') t.requiresGrad = true; });
+  }
+
+  /** Activates adapters (applied in order); only their parameters are trainable. */
+  setAdapter(names: string | readonly string[]): void {
+    const list = typeof names === 'string' ? [names] : [...names];
+    for (const n of list) if (!this.configs.has(n)) throw new Error(`no adapter "${n}" (have: ${this.adapterNames().join(', ') || 'none'})`);
+    this.ctx.active = list;
+    this.ctx.version++;
+    for (const [, layer] of this.tunerLayers()) {
+      for (const n of this.adapterNames()) for (const t of layer.adapterParameters(n)) t.requiresGrad = list.includes(n);
+    }
+    for (const [, s] of this.savers()) for (const n of this.adapterNames()) if (s.hasAdapter(n)) s.modules_to_save.getSubmodule(n).requiresGrad_(list.includes(n));
+  }
+
+  deleteAdapter(name: string): void {
+    if (!this.configs.has(name)) throw new Error(`no adapter "${name}"`);
+    for (const [path, layer] of this.tunerLayers()) {
+      layer.deleteAdapter(name);
+      if (this.adapterNames().every((n) => n === name || !layer.hasAdapter(n))) this.model.setSubmodule(path, layer.unload());
+    }
+    for (const [, s] of this.savers()) s.deleteAdapter(name);
+    this.configs.delete(name);
+    this.ctx.active = this.ctx.active.filter((n) => n !== name);
+    this.ctx.version++;
+  }
+
+  /** Runs `fn` with every adapter off: the base model alone. */
+  withAdaptersDisabled<T>(fn: () => T): T {
+    const prev = this.ctx.disabled;
+    this.ctx.disabled = true;
+    try {
+      return fn();
+    } finally {
+      this.ctx.disabled = prev;
+    }
+  }
+
+  forward(input: PeftInput): ModelOutput {
+    if (this.model.training) this.ctx.step.dyloraRank = this.sampleDyloraRank();
+    if (!input.adapterNames) return this.model.forward(input);
+    const names = input.adapterNames;
+    const b = input.inputIds.shape[0]!;
+    if (names.length !== b) throw new Error(`adapterNames has ${names.length} entries for a batch of ${b} rows`);
+    const order = [...new Set(names.filter((n): n is string => n !== null))];
+    for (const n of order) if (!this.configs.has(n)) throw new Error(`no adapter "${n}" (have: ${this.adapterNames().join(', ')})`);
+    const index = tensor(names.map((n) => (n === null ? order.length : order.indexOf(n))), { dtype: 'int64' });
+    this.ctx.rows = { order, index };
+    try {
+      return this.model.forward(input);
+    } finally {
+      this.ctx.rows = null;
+      index.dispose();
+    }
+  }
+
+  private sampleDyloraRank(): number | undefined {
+    const ranks = [...this.configs.values()].filter((c) => (c as { dylora?: boolean }).dylora).map((c) => (c as unknown as { r: number }).r);
+    if (!ranks.length) return undefined;
+    const r = Math.max(...ranks);
+    return 1 + (hashSeed(this.dyloraSeed, this.forwardCount++) % r);
+  }
+
+  /** DyLoRA: the rank to run at outside training (any b <= r, no retraining). */
+  setDyloraRank(rank: number | null): void {
+    for (const [, l] of this.tunerLayers()) (l as TunerLayer & { dyloraEvalRank: number | null }).dyloraEvalRank = rank;
+    this.ctx.version++;
+  }
+
+  trainableParameters(): Tensor[] {
+    return this.model.trainableParameters();
+  }
+
+  /** PEFT's print_trainable_parameters line. */
+  printTrainableParameters(log: (s: string) => void = console.log): string {
+    const all = this.model.numParameters();
+    const tr = this.model.numParameters({ trainableOnly: true });
+    const s = `trainable params: ${tr.toLocaleString('en-US')} || all params: ${all.toLocaleString('en-US')} || trainable%: ${((100 * tr) / all).toFixed(4)}`;
+    log(s);
+    return s;
+  }
+
+  /** Folds adapters (default: the active ones) into the base weights. */
+  merge(names: readonly string[] = this.ctx.active): void {
+    for (const [, layer] of this.tunerLayers()) layer.merge([...names]);
+  }
+  /** Restores the base weights exactly. */
+  unmerge(): void {
+    for (const [, layer] of this.tunerLayers()) layer.unmerge();
+  }
+  /** Merges the active adapters and returns the plain model (no adapter layers left). */
+  mergeAndUnload(): PretrainedModel {
+    this.merge();
+    for (const [path, layer] of this.tunerLayers()) this.model.setSubmodule(path, layer.unload());
+    for (const [path, s] of this.savers()) {
+      const keepMod = s.current();
+      this.model.setSubmodule(path, keepMod);
+    }
+    this.configs.clear();
+    this.ctx.active = [];
+    return this.model;
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+}
+
+/** A trainable float32 deep copy of a module (for modules_to_save). */
+function cloneModule(m: Module): Module {
+  const c = m.cloneDeep();
+  noGrad(() => {
+    for (const [n, t] of c.namedParameters()) if (t.dtype !== 'float32') c.setParameter(n, t.to('float32'), true);
+  });
+  return c.requiresGrad_(true);
+}

@@ -1,0 +1,34 @@
+// adapterkit merge: folds adapters into the base weights and writes a full HF checkpoint.
+import { copyFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { saveModel } from '../models/load.js';
+import { parseFlags, dtypeFlag, required } from './common.js';
+import { loadWithAdapters, ADAPTER_FLAGS } from './model-args.js';
+
+export const MERGE_USAGE = `usage: adapterkit merge --model DIR --adapter DIR --out DIR [--dtype float32|bfloat16|float16]
+${ADAPTER_FLAGS}`;
+
+export async function mergeCommand(args: string[]): Promise<number> {
+  const f = parseFlags(args, {
+    model: { type: 'string' }, adapter: { type: 'string' }, 'adapter-weights': { type: 'string' }, combination: { type: 'string' },
+    density: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' },
+  }, MERGE_USAGE);
+  const dir = required(f.str('model'), 'model', MERGE_USAGE);
+  const out = required(f.str('out'), 'out', MERGE_USAGE);
+  required(f.str('adapter'), 'adapter', MERGE_USAGE);
+  const dtype = dtypeFlag(f.str('dtype'));
+  const { model, peft } = loadWithAdapters(dir, {
+    adapter: f.str('adapter'), weights: f.str('adapter-weights'), combination: f.str('combination'), density: f.str('density'), dtype: 'float32',
+  });
+  try {
+    const merged = peft!.mergeAndUnload();
+    saveModel(merged, out, { dtype });
+    for (const file of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json']) {
+      if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(out, file));
+    }
+    console.log(`merged ${f.str('adapter')} into ${dir}; wrote ${out}`);
+    return 0;
+  } finally {
+    model.dispose();
+  }
+}
