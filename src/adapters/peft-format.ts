@@ -20,6 +20,8 @@ export interface SaveOptions {
   adapters?: string[];
   /** PiSSA/CorDA: save as a rank-2r LoRA relative to the ORIGINAL base (default true), as PEFT's conversion. */
   convertToLora?: boolean;
+  /** DyLoRA: save the first k components as a plain rank-k LoRA (alpha scaled to keep the update). */
+  dyloraRank?: number;
 }
 
 export function adapterDir(dir: string, name: string): string {
@@ -39,7 +41,15 @@ export function savePeftAdapters(peft: PeftModel, dir: string, opts: SaveOptions
     for (const [path, layer] of peft.tunerLayers()) {
       if (!layer.hasAdapter(name)) continue;
       const conv = opts.convertToLora !== false ? (layer as unknown as LoraLayer).convertedState?.(name) ?? null : null;
-      const state = conv ?? layer.adapterState(name);
+      let state = conv ?? layer.adapterState(name);
+      const k = opts.dyloraRank;
+      if (k !== undefined && (config as { dylora?: boolean }).dylora) {
+        const a = state.get('lora_A.weight')!;
+        if (!(k >= 1 && k <= a.shape[0]!)) throw new Error(`dyloraRank must be in [1, ${a.shape[0]}], got ${k}`);
+        const cut = new Map([['lora_A.weight', a.narrow(0, 0, k).contiguous()], ['lora_B.weight', state.get('lora_B.weight')!.narrow(1, 0, k).contiguous()]]);
+        temps.push(...cut.values());
+        state = cut;
+      }
       if (conv) {
         converted = true;
         temps.push(...conv.values());
@@ -60,6 +70,16 @@ export function savePeftAdapters(peft: PeftModel, dir: string, opts: SaveOptions
       json.rank_pattern = Object.fromEntries(Object.entries(json.rank_pattern as Record<string, number>).map(([k, v]) => [k, v * 2]));
       json.alpha_pattern = Object.fromEntries(Object.entries(json.alpha_pattern as Record<string, number>).map(([k, v]) => [k, v * f]));
       json.init_lora_weights = true;
+    }
+    const k = opts.dyloraRank;
+    if (k !== undefined && (config as { dylora?: boolean }).dylora) {
+      // A truncation keeps the full-rank scaling alpha/r, so a rank-k file carries alpha * k / r.
+      const r = json.r as number;
+      json.lora_alpha = ((json.lora_alpha as number) * k) / r;
+      json.r = k;
+      json.rank_pattern = {};
+      json.alpha_pattern = {};
+      delete json.adapterkit;
     }
     json.base_model_name_or_path = config.baseModelNameOrPath ?? (peft.model.config._name_or_path as string | undefined) ?? null;
     const out = adapterDir(dir, name);

@@ -56,9 +56,13 @@ export class LoraLayer extends Module implements TunerLayer {
   A(name: string): Tensor { return (this.lora_A.getSubmodule(name) as Linear).weight; }  // (R, I)
   B(name: string): Tensor { return (this.lora_B.getSubmodule(name) as Linear).weight; }  // (O, R)
   magnitude(name: string): Tensor { return this.lora_magnitude_vector.getParameter(name); }  // (O)
+  /**
+   * alpha / r (rsLoRA: alpha / sqrt(r)). DyLoRA keeps the full-rank scaling at every truncation, so
+   * the ranks are nested: a rank-b adapter is the first b components of the rank-r one.
+   */
   scaling(name: string, rank?: number): number {
     const s = this.adapters.get(name)!;
-    const r = rank ?? s.r;
+    const r = s.dylora ? s.r : rank ?? s.r;
     return s.rslora ? s.alpha / Math.sqrt(r) : s.alpha / r;
   }
 
