@@ -1,7 +1,9 @@
 // Weighted combination of LoRA adapters into a new adapter (PEFT's LoraModel.add_weighted_adapter).
 // linear / ties / dare_* / magnitude_prune act on A and B separately with weights sqrt(w s) (same
 // ranks required); cat stacks ranks exactly; the *_svd variants combine the full ΔW = s B A and
-// truncate it back to a rank with an SVD (U S as B, Vh as A).
+// truncate it back to a rank with an SVD (U S as B, Vh as A). Here ΔW_i = s_i B_i A_i enters with
+// weight w_i; upstream PEFT multiplies its weights by s_i again on top of get_delta_weight (which
+// already holds s_i), merging Σ w_i s_i² B_i A_i — we keep the weighted sum of the updates.
 import { tidy, keep, noGrad, cat, svd, type Tensor } from '../tensor/index.js';
 import type { PeftModel } from './peft-model.js';
 import { LoraLayer } from './lora/layer.js';

@@ -35,6 +35,9 @@ export class PeftModel {
   private forwardCount = 0;
   /** Seeds DyLoRA's per-step rank draws. */
   dyloraSeed = 0;
+  /** Training forwards so far (DyLoRA's draw counter; saved in checkpoints for an exact resume). */
+  get dyloraStep(): number { return this.forwardCount; }
+  set dyloraStep(n: number) { this.forwardCount = n; }
 
   constructor(readonly model: PretrainedModel) {}
 
