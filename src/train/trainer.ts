@@ -1,0 +1,344 @@
+// The training loop: forward, loss, backward over accumulated micro-batches, clipping, an optimizer
+// step on a schedule; evaluation, early stopping and the best checkpoint; crash-safe checkpoints and
+// exact resume (data position, optimizer, step, RNG); SIGINT/SIGTERM save and stop cleanly.
+import { appendFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tidy, noGrad, manualSeed, type Tensor } from '../tensor/index.js';
+import type { PretrainedModel } from '../models/types.js';
+import { saveModel } from '../models/load.js';
+import { PeftModel, savePeftAdapters } from '../adapters/index.js';
+import { DataLoader, toTensors, type CollateOptions, type Example } from '../data/index.js';
+import { AdamW, SGD, paramGroups, type Optimizer } from './optim.js';
+import { lrAt, type ScheduleKind } from './schedule.js';
+import { clipGradNorm } from './clip.js';
+import { accuracy, macroF1 } from './metrics.js';
+import { lossParts, itemCount, IGNORE, type TrainTask } from './loss.js';
+import { saveCheckpoint, loadLatestCheckpoint, type TrainState } from './checkpoint.js';
+import { ProgressBar } from './progress.js';
+import { writeCurveHtml, type CurvePoint } from './curve.js';
+
+export interface TrainerConfig {
+  task: TrainTask;
+  optimizer: 'adamw' | 'sgd';
+  lr: number;
+  weightDecay: number;
+  betas: [number, number];
+  eps: number;
+  momentum: number;
+  schedule: ScheduleKind;
+  warmupSteps: number;
+  /** Used when warmupSteps is 0: a fraction of the total steps. */
+  warmupRatio: number;
+  epochs: number;
+  /** Optimizer steps; overrides epochs when set. */
+  maxSteps: number | null;
+  batchSize: number;
+  gradAccum: number;
+  maxGradNorm: number;
+  labelSmoothing: number;
+  evalEvery: number | null;
+  evalBatchSize: number;
+  earlyStoppingPatience: number | null;
+  saveEvery: number | null;
+  keepCheckpoints: number;
+  outputDir: string | null;
+  seed: number;
+  logEvery: number;
+  bucketBatches: number;
+  progress: boolean;
+}
+
+export const DEFAULT_TRAINER: TrainerConfig = {
+  task: 'causal-lm', optimizer: 'adamw', lr: 2e-4, weightDecay: 0.01, betas: [0.9, 0.999], eps: 1e-8, momentum: 0,
+  schedule: 'linear', warmupSteps: 0, warmupRatio: 0, epochs: 1, maxSteps: null, batchSize: 8, gradAccum: 1, maxGradNorm: 1,
+  labelSmoothing: 0, evalEvery: null, evalBatchSize: 32, earlyStoppingPatience: null, saveEvery: null, keepCheckpoints: 2,
+  outputDir: null, seed: 0, logEvery: 10, bucketBatches: 0, progress: true,
+};
+
+export interface EvalResult {
+  loss: number;
+  perplexity?: number;
+  accuracy?: number;
+  f1?: number;
+  predictions?: number[];
+}
+
+export interface TrainResult {
+  steps: number;
+  stopped: 'done' | 'early-stopping' | 'signal' | 'requested';
+  finalLoss: number;
+  bestMetric: number | null;
+  bestStep: number | null;
+  evals: { step: number; result: EvalResult }[];
+  tokensPerSecond: number;
+  outputDir: string | null;
+}
+
+export interface TrainerOptions {
+  model: PretrainedModel;
+  /** The adapters being trained, or null for full fine-tuning of every parameter that requires grad. */
+  peft: PeftModel | null;
+  train: readonly Example[];
+  eval?: readonly Example[];
+  collate: CollateOptions;
+  config?: Partial<TrainerConfig>;
+  /** Continue from outputDir/checkpoints/latest when there is one. */
+  resume?: boolean;
+  log?: (line: string) => void;
+}
+
+function validate(c: TrainerConfig): void {
+  const pos = (k: keyof TrainerConfig) => { if (!(typeof c[k] === 'number' && (c[k] as number) > 0)) throw new Error(`training config: ${k} must be > 0, got ${JSON.stringify(c[k])}`); };
+  pos('lr'); pos('batchSize'); pos('gradAccum'); pos('epochs'); pos('evalBatchSize');
+  if (!['adamw', 'sgd'].includes(c.optimizer)) throw new Error(`training config: optimizer must be adamw or sgd, got "${c.optimizer}"`);
+  if (!['constant', 'linear', 'cosine'].includes(c.schedule)) throw new Error(`training config: schedule must be constant, linear or cosine, got "${c.schedule}"`);
+  if (!['causal-lm', 'sequence-classification', 'token-classification'].includes(c.task)) throw new Error(`training config: unknown task "${c.task}"`);
+  if (c.maxSteps !== null && !(Number.isInteger(c.maxSteps) && c.maxSteps > 0)) throw new Error('training config: maxSteps must be a positive integer');
+}
+
+const mixSeed = (a: number, b: number) => (Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 1, 0xc2b2ae35)) >>> 1;
+
+export class Trainer {
+  readonly config: TrainerConfig;
+  private readonly loader: DataLoader<Example>;
+  private readonly named: [string, Tensor][];
+  private readonly optimizer: Optimizer;
+  private readonly log: (line: string) => void;
+  private stopRequested: 'signal' | 'requested' | null = null;
+
+  constructor(private readonly o: TrainerOptions) {
+    this.config = { ...DEFAULT_TRAINER, ...o.config };
+    validate(this.config);
+    this.log = o.log ?? ((s) => console.log(s));
+    this.named = o.model.namedParameters().filter(([, t]) => t.requiresGrad);
+    if (!this.named.length) throw new Error('nothing to train: no parameter requires grad (add an adapter, or unfreeze the model for full fine-tuning)');
+    const groups = paramGroups(this.named);
+    const c = this.config;
+    this.optimizer = c.optimizer === 'adamw'
+      ? new AdamW(groups, { lr: c.lr, betas: c.betas, eps: c.eps, weightDecay: c.weightDecay })
+      : new SGD(groups, { lr: c.lr, momentum: c.momentum, weightDecay: c.weightDecay });
+    this.loader = new DataLoader(o.train as Example[], { batchSize: c.batchSize, seed: c.seed, shuffle: true, bucketBatches: c.bucketBatches, collate: o.collate });
+  }
+
+  get totalSteps(): number {
+    const c = this.config;
+    return c.maxSteps ?? Math.max(1, Math.floor((this.loader.batchesPerEpoch * c.epochs) / c.gradAccum));
+  }
+
+  /** Ask the loop to save and stop after the current step. */
+  requestStop(): void {
+    this.stopRequested = 'requested';
+  }
+
+  private forward(input: { inputIds: Tensor; attentionMask: Tensor }): Tensor {
+    const f = this.o.peft ? this.o.peft.forward(input) : this.o.model.forward(input);
+    return f.logits;
+  }
+
+  evaluate(examples: readonly Example[] = this.o.eval ?? []): EvalResult {
+    const c = this.config;
+    const model = this.o.model;
+    const wasTraining = model.training;
+    model.eval();
+    let sum = 0;
+    let count = 0;
+    const pred: number[] = [];
+    const gold: number[] = [];
+    try {
+      for (let i = 0; i < examples.length; i += c.evalBatchSize) {
+        const chunk = examples.slice(i, i + c.evalBatchSize);
+        noGrad(() => tidy(() => {
+          const loader = new DataLoader(chunk as Example[], { batchSize: chunk.length, shuffle: false, collate: this.o.collate });
+          const { batch } = loader.next();
+          const t = toTensors(batch);
+          const logits = this.forward({ inputIds: t.inputIds, attentionMask: t.attentionMask });
+          sum += lossParts(c.task, logits, t.labels).item();
+          count += itemCount(c.task, batch.labels as number[][]);
+          if (c.task === 'sequence-classification') {
+            pred.push(...Array.from(logits.argmax(-1).data() as BigInt64Array, Number));
+            gold.push(...(batch.labels as number[]));
+          } else if (c.task === 'token-classification') {
+            const p = logits.argmax(-1).toArray() as number[][];
+            (batch.labels as number[][]).forEach((row, r) => row.forEach((g, j) => { if (g !== IGNORE) { pred.push(p[r]![j]!); gold.push(g); } }));
+          }
+        }));
+      }
+    } finally {
+      if (wasTraining) model.train();
+    }
+    const loss = sum / Math.max(1, count);
+    if (c.task === 'causal-lm') return { loss, perplexity: Math.exp(loss) };
+    return { loss, accuracy: accuracy(pred, gold), f1: macroF1(pred, gold), predictions: pred };
+  }
+
+  private trainerState(step: number, micro: number, best: { metric: number | null; step: number | null; bad: number }, tokens: number): TrainState {
+    return {
+      version: 1, step, microStep: micro, epoch: this.loader.epoch, loader: this.loader.state(), optimizerSteps: this.optimizer.stepCount,
+      bestMetric: best.metric, bestStep: best.step, evalsWithoutImprovement: best.bad, dyloraForwardCount: this.o.peft?.dyloraStep ?? 0,
+      tokensSeen: tokens, config: this.config,
+    };
+  }
+
+  private save(step: number, micro: number, best: { metric: number | null; step: number | null; bad: number }, tokens: number): void {
+    const dir = this.config.outputDir;
+    if (!dir) return;
+    saveCheckpoint(join(dir, 'checkpoints'), this.trainerState(step, micro, best, tokens), new Map(this.named), this.optimizer.stateTensors(), {
+      keep: this.config.keepCheckpoints,
+      extra: (tmp) => this.exportWeights(join(tmp, 'model')),
+    });
+  }
+
+  /** The trained result in its usable form: a PEFT adapter folder, or a full HF checkpoint. */
+  exportWeights(dir: string): void {
+    if (this.o.peft) savePeftAdapters(this.o.peft, dir);
+    else saveModel(this.o.model, dir);
+  }
+
+  private saveBest(): void {
+    const dir = this.config.outputDir;
+    if (!dir) return;
+    const tmp = join(dir, `.best-tmp-${process.pid}`);
+    rmSync(tmp, { recursive: true, force: true });
+    this.exportWeights(tmp);
+    rmSync(join(dir, 'best'), { recursive: true, force: true });
+    renameSync(tmp, join(dir, 'best'));
+  }
+
+  async train(): Promise<TrainResult> {
+    const c = this.config;
+    const total = this.totalSteps;
+    const warmup = c.warmupSteps || Math.round(c.warmupRatio * total);
+    const sched = { kind: c.schedule, peak: c.lr, warmupSteps: warmup, totalSteps: total };
+    let step = 0;
+    let micro = 0;
+    let tokens = 0;
+    const best = { metric: null as number | null, step: null as number | null, bad: 0 };
+    const metricsFile = c.outputDir ? join(c.outputDir, 'metrics.jsonl') : null;
+    if (c.outputDir) mkdirSync(c.outputDir, { recursive: true });
+    if (this.o.resume && c.outputDir) {
+      const ck = loadLatestCheckpoint(join(c.outputDir, 'checkpoints'));
+      if (ck) {
+        this.restore(ck.trainable, ck.optimizer, ck.state);
+        step = ck.state.step;
+        micro = ck.state.microStep;
+        tokens = ck.state.tokensSeen;
+        best.metric = ck.state.bestMetric;
+        best.step = ck.state.bestStep;
+        best.bad = ck.state.evalsWithoutImprovement;
+        for (const t of [...ck.trainable.values(), ...ck.optimizer.values()]) t.dispose();
+        this.log(`resumed from ${ck.dir} at step ${step}`);
+      }
+    }
+    const trainCurve: CurvePoint[] = [];
+    const evalCurve: CurvePoint[] = [];
+    const metricCurve: CurvePoint[] = [];
+    const evals: { step: number; result: EvalResult }[] = [];
+    const record = (r: Record<string, unknown>) => { if (metricsFile) appendFileSync(metricsFile, JSON.stringify(r) + '\n'); };
+    const bar = c.progress ? new ProgressBar('train') : null;
+    const onSignal = () => { this.stopRequested = 'signal'; };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const params = this.named.map(([, t]) => t);
+    const higherIsBetter = c.task !== 'causal-lm';
+    let emaLoss = NaN;
+    let lastLoss = NaN;
+    let stopped: TrainResult['stopped'] = 'done';
+    const t0 = Date.now();
+    const tokens0 = tokens;
+    this.o.model.train();
+    try {
+      while (step < total) {
+        // One optimizer step over gradAccum micro-batches, each loss divided by the item count of
+        // the whole accumulated batch.
+        const items = Array.from({ length: c.gradAccum }, () => this.loader.next());
+        const count = items.reduce((n, it) => n + itemCount(c.task, it.batch.labels as number[][]), 0);
+        let stepLoss = 0;
+        for (const it of items) {
+          manualSeed(mixSeed(c.seed, micro++));  // dropout masks depend only on (seed, micro-step): exact resume
+          tidy(() => {
+            const t = toTensors(it.batch);
+            const logits = this.forward({ inputIds: t.inputIds, attentionMask: t.attentionMask });
+            const l = lossParts(c.task, logits, t.labels, c.labelSmoothing).div(Math.max(1, count));
+            l.backward();
+            stepLoss += l.item();
+            tokens += (it.batch.attentionMask as number[][]).reduce((s, r) => s + r.reduce((a, b) => a + b, 0), 0);
+          });
+        }
+        if (c.maxGradNorm > 0) clipGradNorm(params, c.maxGradNorm);
+        this.optimizer.lr = lrAt(sched, step);
+        this.optimizer.step();
+        this.optimizer.zeroGrad();
+        step++;
+        lastLoss = stepLoss;
+        emaLoss = Number.isNaN(emaLoss) ? stepLoss : 0.9 * emaLoss + 0.1 * stepLoss;
+        trainCurve.push({ step, value: stepLoss });
+        const tokPerSec = (tokens - tokens0) / Math.max(1e-3, (Date.now() - t0) / 1000);
+        bar?.update({ step, total, loss: emaLoss, lr: this.optimizer.lr, tokPerSec });
+        if (step % c.logEvery === 0 || step === total) record({ step, loss: stepLoss, lr: this.optimizer.lr, tokens, tok_per_s: tokPerSec });
+        if (c.evalEvery && this.o.eval?.length && (step % c.evalEvery === 0 || step === total)) {
+          const r = this.evaluate();
+          evals.push({ step, result: r });
+          evalCurve.push({ step, value: r.loss });
+          const metric = higherIsBetter ? r.accuracy! : r.loss;
+          if (higherIsBetter) metricCurve.push({ step, value: metric });
+          record({ step, eval_loss: r.loss, eval_accuracy: r.accuracy, eval_f1: r.f1, eval_perplexity: r.perplexity });
+          const improved = best.metric === null || (higherIsBetter ? metric > best.metric : metric < best.metric);
+          if (improved) {
+            best.metric = metric;
+            best.step = step;
+            best.bad = 0;
+            this.saveBest();
+          } else best.bad++;
+          bar?.done();
+          this.log(`eval @ ${step}: loss ${r.loss.toFixed(4)}${r.accuracy !== undefined ? `  accuracy ${(100 * r.accuracy).toFixed(1)}%  F1 ${r.f1!.toFixed(3)}` : `  perplexity ${r.perplexity!.toFixed(2)}`}${improved ? '  (best)' : ''}`);
+          if (c.earlyStoppingPatience && best.bad >= c.earlyStoppingPatience) {
+            stopped = 'early-stopping';
+            break;
+          }
+        }
+        if (c.saveEvery && step % c.saveEvery === 0) this.save(step, micro, best, tokens);
+        await new Promise((r) => setImmediate(r));  // lets SIGINT/SIGTERM handlers run
+        if (this.stopRequested) {
+          stopped = this.stopRequested;
+          this.save(step, micro, best, tokens);
+          break;
+        }
+      }
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      bar?.done();
+      this.o.model.eval();
+    }
+    if (c.outputDir) {
+      if (stopped === 'done' || stopped === 'early-stopping') {
+        this.save(step, micro, best, tokens);
+        this.exportWeights(join(c.outputDir, 'final'));
+      }
+      writeCurveHtml(join(c.outputDir, 'curve.html'), `adapterkit training (${c.task})`, trainCurve, evalCurve, higherIsBetter ? { name: 'accuracy', points: metricCurve } : null);
+    }
+    return {
+      steps: step, stopped, finalLoss: lastLoss, bestMetric: best.metric, bestStep: best.step, evals,
+      tokensPerSecond: (tokens - tokens0) / Math.max(1e-3, (Date.now() - t0) / 1000), outputDir: c.outputDir,
+    };
+  }
+
+  private restore(trainable: Map<string, Tensor>, opt: Map<string, Tensor>, state: TrainState): void {
+    noGrad(() => {
+      for (const [name, t] of this.named) {
+        const saved = trainable.get(name);
+        if (!saved) throw new Error(`checkpoint has no "${name}": it was made for another model or adapter setup`);
+        if (saved.shape.join() !== t.shape.join()) throw new Error(`checkpoint "${name}" has shape [${saved.shape}] but the model needs [${t.shape}]`);
+        t.copy_(saved);
+      }
+    });
+    this.optimizer.loadStateTensors(opt, state.optimizerSteps);
+    this.loader.restore(state.loader as never);
+    if (this.o.peft) this.o.peft.dyloraStep = state.dyloraForwardCount;
+  }
+
+  dispose(): void {
+    this.optimizer.dispose();
+  }
+}
+
