@@ -1,0 +1,84 @@
+// adapterkit train: a training run from a JSON or YAML config file, with flags on top.
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { runTraining, type RunConfig } from '../train/run.js';
+import { parseFlags, numberFlag, UsageError } from './common.js';
+
+export const TRAIN_USAGE = `usage: adapterkit train [--config FILE.json|yaml] [options]
+  --model DIR             HF checkpoint folder (config.json, *.safetensors, tokenizer.json)
+  --data FILE             training data (.jsonl, .csv, .txt)   --eval-data FILE
+  --task T                causal-lm (default), instruction, sequence-classification, token-classification
+  --method lora|full      (default lora)        --output DIR (required)
+  --r N --alpha N --dropout P --targets a,b|all-linear --dora --rslora
+  --lr X --epochs N --max-steps N --batch-size N --grad-accum N --schedule constant|linear|cosine
+  --warmup-steps N --eval-every N --save-every N --early-stopping N --seed N --dtype float32|bfloat16
+  --max-length N --skip-bad-rows --resume
+config file fields: model, task, method, dtype, output, data{train,eval,valFraction,maxLength,blockSize,...},
+  lora{r,loraAlpha,loraDropout,targetModules,...}, training{lr,epochs,maxSteps,batchSize,gradAccum,...}`;
+
+function readConfigFile(path: string): Partial<RunConfig> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read --config ${path}: ${(e as Error).message}`);
+  }
+  try {
+    const v = /\.ya?ml$/i.test(path) ? parseYaml(text) : JSON.parse(text);
+    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('the top level must be an object');
+    return v as Partial<RunConfig>;
+  } catch (e) {
+    throw new UsageError(`--config ${path}: ${(e as Error).message}`);
+  }
+}
+
+export async function trainCommand(args: string[]): Promise<number> {
+  const s = { type: 'string' } as const;
+  const b = { type: 'boolean' } as const;
+  const f = parseFlags(args, {
+    config: s, model: s, data: s, 'eval-data': s, task: s, method: s, output: s, r: s, alpha: s, dropout: s, targets: s, dora: b, rslora: b,
+    lr: s, epochs: s, 'max-steps': s, 'batch-size': s, 'grad-accum': s, schedule: s, 'warmup-steps': s, 'eval-every': s, 'save-every': s,
+    'early-stopping': s, seed: s, dtype: s, 'max-length': s, 'skip-bad-rows': b, resume: b, 'no-progress': b,
+  }, TRAIN_USAGE);
+  const c: Partial<RunConfig> = f.str('config') ? readConfigFile(f.str('config')!) : {};
+  c.data = { ...(c.data ?? { train: '' }) };
+  c.lora = { ...(c.lora ?? {}) };
+  c.training = { ...(c.training ?? {}) };
+  const str = (k: string) => f.str(k);
+  const num = (k: string, int = false) => numberFlag(f.str(k), k, { int, min: 0 });
+  if (str('model')) c.model = str('model');
+  if (str('data')) c.data.train = str('data')!;
+  if (str('eval-data')) c.data.eval = str('eval-data');
+  if (str('task')) c.task = str('task') as RunConfig['task'];
+  if (str('method')) c.method = str('method') as RunConfig['method'];
+  if (str('output')) c.output = str('output');
+  if (str('dtype')) c.dtype = str('dtype') as RunConfig['dtype'];
+  if (str('max-length')) c.data.maxLength = num('max-length', true);
+  if (f.bool('skip-bad-rows')) c.data.onBadRow = 'skip';
+  if (str('r')) c.lora.r = num('r', true);
+  if (str('alpha')) c.lora.loraAlpha = num('alpha');
+  if (str('dropout')) c.lora.loraDropout = num('dropout');
+  if (str('targets')) c.lora.targetModules = str('targets') === 'all-linear' ? 'all-linear' : str('targets')!.split(',');
+  if (f.bool('dora')) c.lora.useDora = true;
+  if (f.bool('rslora')) c.lora.useRslora = true;
+  const t = c.training;
+  if (str('lr')) t.lr = num('lr');
+  if (str('epochs')) t.epochs = num('epochs');
+  if (str('max-steps')) t.maxSteps = num('max-steps', true);
+  if (str('batch-size')) t.batchSize = num('batch-size', true);
+  if (str('grad-accum')) t.gradAccum = num('grad-accum', true);
+  if (str('schedule')) t.schedule = str('schedule') as 'linear';
+  if (str('warmup-steps')) t.warmupSteps = num('warmup-steps', true);
+  if (str('eval-every')) t.evalEvery = num('eval-every', true);
+  if (str('save-every')) t.saveEvery = num('save-every', true);
+  if (str('early-stopping')) t.earlyStoppingPatience = num('early-stopping', true);
+  if (str('seed')) t.seed = num('seed', true);
+  if (f.bool('no-progress')) t.progress = false;
+  try {
+    await runTraining(c, { resume: f.bool('resume') });
+  } catch (e) {
+    if (/training config: .* is required/.test((e as Error).message)) throw new UsageError(`${(e as Error).message}\n\n${TRAIN_USAGE}`);
+    throw e;
+  }
+  return 0;
+}

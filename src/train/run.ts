@@ -1,0 +1,123 @@
+// A whole training run from one configuration (what `adapterkit train` executes): model and
+// tokenizer, data files -> examples for the task, LoRA or full fine-tuning, the trainer, outputs.
+import { join } from 'node:path';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { loadModel } from '../models/load.js';
+import { HFTokenizer } from '../tokenizer/tokenizer.js';
+import { PeftModel, type LoraConfig } from '../adapters/index.js';
+import {
+  readRecords, buildCausalLm, buildInstruction, buildSequenceClassification, buildTokenClassification, trainValSplit,
+  collateOptions, type Example, type DataRecord,
+} from '../data/index.js';
+import type { DType } from '../tensor/index.js';
+import type { Task } from '../models/types.js';
+import { Trainer, type TrainerConfig, type TrainResult } from './trainer.js';
+
+export type RunTask = 'causal-lm' | 'instruction' | 'sequence-classification' | 'token-classification';
+
+export interface RunConfig {
+  model: string;
+  task: RunTask;
+  output: string;
+  method: 'lora' | 'full';
+  dtype: DType;
+  data: {
+    train: string;
+    eval?: string | null;
+    /** Held out from train when no eval file is given (default 0.1; 0 for none). */
+    valFraction?: number;
+    maxLength?: number;
+    /** causal-lm: tokens per packed block. */
+    blockSize?: number;
+    onBadRow?: 'error' | 'skip';
+    textField?: string;
+    labelField?: string;
+    promptField?: string;
+    responseField?: string;
+    tokensField?: string;
+    tagsField?: string;
+  };
+  lora?: Partial<LoraConfig>;
+  training?: Partial<TrainerConfig>;
+}
+
+const MODEL_TASK: Record<RunTask, Task> = {
+  'causal-lm': 'causal-lm', instruction: 'causal-lm', 'sequence-classification': 'sequence-classification', 'token-classification': 'token-classification',
+};
+
+export function validateRunConfig(c: Partial<RunConfig>): RunConfig {
+  const need = (v: unknown, name: string) => { if (v === undefined || v === null || v === '') throw new Error(`training config: "${name}" is required`); };
+  need(c.model, 'model');
+  need(c.data?.train, 'data.train');
+  need(c.output, 'output');
+  const task = c.task ?? 'causal-lm';
+  if (!(task in MODEL_TASK)) throw new Error(`training config: task must be one of ${Object.keys(MODEL_TASK).join(', ')}, got "${task}"`);
+  const method = c.method ?? 'lora';
+  if (method !== 'lora' && method !== 'full') throw new Error(`training config: method must be lora or full, got "${method}"`);
+  const dtype = c.dtype ?? 'float32';
+  if (!['float32', 'bfloat16'].includes(dtype)) throw new Error(`training config: dtype must be float32 or bfloat16, got "${dtype}"`);
+  return { ...(c as RunConfig), task, method, dtype };
+}
+
+async function buildExamples(records: DataRecord[], tok: HFTokenizer, c: RunConfig, labelMap?: Record<string, number>) {
+  const d = c.data;
+  const bad = { onBadRow: d.onBadRow ?? 'error' } as const;
+  switch (c.task) {
+    case 'causal-lm':
+      return { ...(await buildCausalLm(records, tok, { blockSize: d.blockSize ?? d.maxLength ?? 256, textField: d.textField, ...bad })), label2id: undefined };
+    case 'instruction':
+      return { ...(await buildInstruction(records, tok, { maxLength: d.maxLength ?? 512, promptField: d.promptField, responseField: d.responseField, ...bad })), label2id: undefined };
+    case 'sequence-classification':
+      return buildSequenceClassification(records, tok, { textField: d.textField, labelField: d.labelField, maxLength: d.maxLength ?? 256, labelMap, ...bad });
+    case 'token-classification':
+      return buildTokenClassification(records, tok, { tokensField: d.tokensField, tagsField: d.tagsField, maxLength: d.maxLength ?? 256, labelMap, ...bad });
+  }
+}
+
+export async function runTraining(config: Partial<RunConfig>, o: { resume?: boolean; log?: (s: string) => void } = {}): Promise<TrainResult> {
+  const c = validateRunConfig(config);
+  const log = o.log ?? ((s: string) => console.log(s));
+  const tok = HFTokenizer.fromDir(c.model);
+  const trainRead = readRecords(c.data.train, { onBadRow: c.data.onBadRow ?? 'error' });
+  if (trainRead.skipped) log(`skipped ${trainRead.skipped} bad rows in ${c.data.train}: ${trainRead.reasons.join('; ')}`);
+  const built = await buildExamples(trainRead.records, tok, c);
+  let train: Example[] = built.examples;
+  let evalSet: Example[] = [];
+  const label2id = (built as { label2id?: Record<string, number> }).label2id;
+  if (c.data.eval) {
+    const r = readRecords(c.data.eval, { onBadRow: c.data.onBadRow ?? 'error' });
+    evalSet = (await buildExamples(r.records, tok, c, label2id)).examples;
+  } else if ((c.data.valFraction ?? 0.1) > 0) {
+    const s = trainValSplit(train, { valFraction: c.data.valFraction ?? 0.1, seed: c.training?.seed ?? 0 });
+    train = s.train;
+    evalSet = s.validation;
+  }
+  const numLabels = label2id ? Object.keys(label2id).length : undefined;
+  const model = loadModel(c.model, { dtype: c.dtype, task: MODEL_TASK[c.task], numLabels, log });
+  if (label2id) {
+    model.config.label2id = label2id;
+    model.config.id2label = Object.fromEntries(Object.entries(label2id).map(([k, v]) => [String(v), k]));
+  }
+  let peft: PeftModel | null = null;
+  if (c.method === 'lora') {
+    const head = MODEL_TASK[c.task] === 'causal-lm' ? null : model.namedModules().map(([p]) => p).filter((p) => /^(score|classifier)$/.test(p));
+    peft = PeftModel.create(model, { modulesToSave: head && head.length ? head : null, taskType: c.task === 'sequence-classification' ? 'SEQ_CLS' : c.task === 'token-classification' ? 'TOKEN_CLS' : 'CAUSAL_LM', ...c.lora }, { seed: c.training?.seed ?? 0 });
+    peft.printTrainableParameters(log);
+  } else model.requiresGrad_(true);
+  log(`data: ${train.length} training and ${evalSet.length} evaluation examples (${c.task})`);
+  mkdirSync(c.output, { recursive: true });
+  writeFileSync(join(c.output, 'run_config.json'), JSON.stringify(c, null, 2) + '\n');
+  const trainer = new Trainer({
+    model, peft, train, eval: evalSet, collate: collateOptions(tok),
+    config: { task: MODEL_TASK[c.task] === 'causal-lm' ? 'causal-lm' : (c.task as 'sequence-classification' | 'token-classification'), evalEvery: 50, ...c.training, outputDir: c.output },
+    resume: o.resume, log,
+  });
+  try {
+    const r = await trainer.train();
+    log(`done: ${r.steps} steps (${r.stopped}), ${r.tokensPerSecond.toFixed(0)} tok/s; outputs in ${c.output} (final/, best/, metrics.jsonl, curve.html)`);
+    return r;
+  } finally {
+    trainer.dispose();
+    model.dispose();
+  }
+}
