@@ -11,7 +11,8 @@
         "native/ops_shape.cc",
         "native/ops_reduce.cc",
         "native/ops_nn.cc",
-        "native/autograd.cc"
+        "native/autograd.cc",
+        "native/fused.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

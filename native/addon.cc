@@ -8,6 +8,7 @@ void registerShape(Napi::Object e);
 void registerReduce(Napi::Object e);
 void registerNN(Napi::Object e);
 void registerAutograd(Napi::Object e);
+void registerFused(Napi::Object e);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerMeta(exports);
@@ -17,6 +18,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerReduce(exports);
   registerNN(exports);
   registerAutograd(exports);
+  registerFused(exports);
   return exports;
 }
 

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   tensor, tidy, keep, noGrad, manualSeed, cat, stack, where, addmm, linear, svd, qr, layerNorm, dropout,
-  embedding, crossEntropy, type Tensor,
+  embedding, crossEntropy, linearCrossEntropy, type Tensor,
 } from '../src/index.js';
 
 interface Input { shape: number[]; values?: number[] }
@@ -197,6 +197,16 @@ test('neural-network ops', () => {
   gradcheck('crossEntropy smoothing+ignore', [{ shape: [3, 4] }], (l) =>
     crossEntropy(l, tensor([2, -100, 1], { dtype: 'int64' }), { labelSmoothing: 0.1 }));
   gradcheck('crossEntropy none', [{ shape: [3, 4] }], (l) => crossEntropy(l, target, { reduction: 'none' }));
+  // The fused LM head + loss, in chunks of 2 rows, with an ignored row: gradients for h and W.
+  const tgt = tensor([2, -100, 0, 4, 1], { dtype: 'int64' });
+  gradcheck('linearCrossEntropy', [{ shape: [5, 3] }, { shape: [6, 3] }], (h, w) => linearCrossEntropy(h, w, tgt, { chunkRows: 2 }));
+  tidy(() => {
+    const h = tensor([[0.1, -0.2, 0.3], [0.5, 0.1, -0.4], [1, 2, -1], [0, 0.3, 0.2], [-0.6, 0.1, 0.9]], { dtype: 'float64' });
+    const w = tensor(Array.from({ length: 18 }, (_, i) => Math.cos(i)), { dtype: 'float64', shape: [6, 3] });
+    const fused = linearCrossEntropy(h, w, tgt, { chunkRows: 2 }).item();
+    const plain = crossEntropy(h.matmul(w.transpose(0, 1)), tgt, { reduction: 'sum' }).item();
+    assert.ok(Math.abs(fused - plain) < 1e-12, `fused ${fused} vs plain ${plain}`);
+  });
 });
 
 test('gradients stop at detach and noGrad, and accumulate across backward calls', () => {

@@ -329,6 +329,9 @@ export class Bert extends Module implements PretrainedModel {
     return { logits, hiddenStates: hidden };
   }
 
+  lmHeadWeight(): Tensor | null {
+    return null;
+  }
   tiedParameters(): Map<string, string> {
     if (this.task !== 'masked-lm') return new Map();
     const word = `${this.basePrefix}.embeddings.word_embeddings.weight`;

@@ -219,6 +219,7 @@ export class Llama extends Module implements PretrainedModel {
 
   forward(input: ModelInput): ModelOutput {
     const hidden = this.model.forward(input);  // (B, T, C)
+    if (this.lm_head && input.skipLmHead) return { logits: hidden, hiddenStates: hidden };
     if (this.lm_head) {
       const keep = input.logitsToKeep;
       const hs = keep ? hidden.narrow(1, hidden.shape[1]! - keep, keep) : hidden;
@@ -232,6 +233,9 @@ export class Llama extends Module implements PretrainedModel {
     return { logits: hidden, hiddenStates: hidden };
   }
 
+  lmHeadWeight(): Tensor | null {
+    return this.lm_head instanceof Linear && this.lm_head.bias === null ? this.lm_head.weight : null;
+  }
   tiedParameters(): Map<string, string> {
     return this.lm_head && this.cfg.tieWordEmbeddings ? new Map([['lm_head.weight', 'model.embed_tokens.weight']]) : new Map();
   }

@@ -16,6 +16,8 @@ export interface ModelInput {
   cache?: KVCache | null;
   /** Causal LM: compute logits only for the last this many positions (generation needs 1). */
   logitsToKeep?: number;
+  /** Causal LM: skip the LM head (logits are then the hidden states); training fuses it with the loss. */
+  skipLmHead?: boolean;
 }
 
 export interface ModelOutput {
@@ -44,6 +46,8 @@ export interface PretrainedModel extends Module {
   isHeadParameter(name: string): boolean;
   /** Checkpoint keys HF ignores for this architecture (mask buffers, rotary caches, ...). */
   isIgnoredKey(key: string): boolean;
+  /** The LM head's weight (V, C) when it is a plain bias-free linear layer (not wrapped by an adapter). */
+  lmHeadWeight(): Tensor | null;
 }
 
 export interface ModelBuildOptions {

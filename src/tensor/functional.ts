@@ -65,3 +65,12 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
   return op1('crossEntropy', [logits, target], () =>
     N.crossEntropy(logits.handle, target.handle, opts.reduction ?? 'mean', opts.ignoreIndex ?? -100, opts.labelSmoothing ?? 0, opts.weight?.handle) as Handle);
 }
+
+/**
+ * Fused LM head + cross-entropy: sum over rows of -log softmax(h Wᵀ)[target] (rows whose target is
+ * `ignoreIndex` skipped), as float32, without ever holding the full (N, V) logits: rows go in
+ * chunks, and the backward recomputes each chunk. h (N, C) and weight (V, C) share a dtype.
+ */
+export function linearCrossEntropy(h: Tensor, weight: Tensor, target: Tensor, opts: { ignoreIndex?: number; chunkRows?: number } = {}): Tensor {
+  return op1('linearCrossEntropy', [h, weight, target], () => N.linearCrossEntropy(h.handle, weight.handle, target.handle, opts.ignoreIndex ?? -100, opts.chunkRows ?? 256) as Handle);
+}

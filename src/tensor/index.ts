@@ -9,7 +9,7 @@ export {
 } from './creation.js';
 export {
   cat, stack, where, matmul, bmm, outer, addmm, linear, svd, qr, inv, layerNorm, dropout, embedding,
-  crossEntropy, type CrossEntropyOptions,
+  crossEntropy, linearCrossEntropy, type CrossEntropyOptions,
 } from './functional.js';
 export {
   setNumThreads, getNumThreads, manualSeed, torchVersion, cuda, liveTensors, isGradEnabled, noGrad, enableGrad,

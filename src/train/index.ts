@@ -5,7 +5,7 @@ export { clipGradNorm } from './clip.js';
 export { accuracy, macroF1, perplexity, majorityAccuracy } from './metrics.js';
 export { saveCheckpoint, loadLatestCheckpoint, type TrainState, type Checkpoint } from './checkpoint.js';
 export { Trainer, DEFAULT_TRAINER, type TrainerConfig, type TrainerOptions, type TrainResult, type EvalResult } from './trainer.js';
-export { lossParts, itemCount, type TrainTask } from './loss.js';
+export { lossParts, fusedCausalLmLoss, itemCount, type TrainTask } from './loss.js';
 export { ProgressBar } from './progress.js';
 export { writeCurveHtml } from './curve.js';
 export { syntheticTask } from './synthetic.js';

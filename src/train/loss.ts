@@ -1,6 +1,6 @@
 // Losses for the training tasks, as sums over predicted items plus the item count, so gradient
 // accumulation can divide by the count of the whole accumulated batch (2 x 4 equals 1 x 8 exactly).
-import { crossEntropy, type Tensor } from '../tensor/index.js';
+import { crossEntropy, linearCrossEntropy, type Tensor } from '../tensor/index.js';
 
 export type TrainTask = 'causal-lm' | 'sequence-classification' | 'token-classification';
 
@@ -35,4 +35,17 @@ export function lossParts(task: TrainTask, logits: Tensor, labels: Tensor, label
   }
   const l = lg.shape[2]!;
   return crossEntropy(lg.reshape(-1, l), labels.reshape(-1), { reduction: 'sum', ignoreIndex: IGNORE, labelSmoothing });
+}
+
+/**
+ * Causal-LM loss sum from the last hidden states (B, T, C) and the LM head weight (V, C), fused
+ * (no full logits): position t predicts labels[t + 1].
+ */
+export function fusedCausalLmLoss(hidden: Tensor, headWeight: Tensor, labels: Tensor): Tensor {
+  const [b, t, c] = hidden.shape as [number, number, number];
+  void b;
+  const h = hidden.narrow(1, 0, t - 1).reshape(-1, c);  // (B*(T-1), C)
+  const gold = labels.narrow(1, 1, t - 1).reshape(-1);
+  const w = headWeight.dtype === h.dtype ? headWeight : headWeight.to(h.dtype);
+  return linearCrossEntropy(h, w, gold, { ignoreIndex: IGNORE });
 }

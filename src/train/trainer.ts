@@ -12,7 +12,7 @@ import { AdamW, SGD, paramGroups, type Optimizer } from './optim.js';
 import { lrAt, type ScheduleKind } from './schedule.js';
 import { clipGradNorm } from './clip.js';
 import { accuracy, macroF1 } from './metrics.js';
-import { lossParts, itemCount, IGNORE, type TrainTask } from './loss.js';
+import { lossParts, fusedCausalLmLoss, itemCount, IGNORE, type TrainTask } from './loss.js';
 import { saveCheckpoint, loadLatestCheckpoint, type TrainState } from './checkpoint.js';
 import { ProgressBar } from './progress.js';
 import { writeCurveHtml, type CurvePoint } from './curve.js';
@@ -133,6 +133,21 @@ export class Trainer {
   private forward(input: { inputIds: Tensor; attentionMask: Tensor }): Tensor {
     const f = this.o.peft ? this.o.peft.forward(input) : this.o.model.forward(input);
     return f.logits;
+  }
+
+  /**
+   * The loss summed over the batch's items. Causal LMs with a plain LM head use the fused head +
+   * cross-entropy (the (B, T, V) float32 logits are never formed); everything else goes through logits.
+   */
+  private lossSum(inputIds: Tensor, attentionMask: Tensor, labels: Tensor): Tensor {
+    const c = this.config;
+    const head = c.task === 'causal-lm' && c.labelSmoothing === 0 ? this.o.model.lmHeadWeight() : null;
+    if (head) {
+      const input = { inputIds, attentionMask, skipLmHead: true };
+      const hidden = (this.o.peft ? this.o.peft.forward(input) : this.o.model.forward(input)).hiddenStates;
+      return fusedCausalLmLoss(hidden, head, labels);
+    }
+    return lossParts(c.task, this.forward({ inputIds, attentionMask }), labels, c.labelSmoothing);
   }
 
   evaluate(examples: readonly Example[] = this.o.eval ?? []): EvalResult {
@@ -257,8 +272,7 @@ export class Trainer {
           manualSeed(mixSeed(c.seed, micro++));  // dropout masks depend only on (seed, micro-step): exact resume
           tidy(() => {
             const t = toTensors(it.batch);
-            const logits = this.forward({ inputIds: t.inputIds, attentionMask: t.attentionMask });
-            const l = lossParts(c.task, logits, t.labels, c.labelSmoothing).div(Math.max(1, count));
+            const l = this.lossSum(t.inputIds, t.attentionMask, t.labels).div(Math.max(1, count));
             l.backward();
             stepLoss += l.item();
             tokens += (it.batch.attentionMask as number[][]).reduce((s, r) => s + r.reduce((a, b) => a + b, 0), 0);

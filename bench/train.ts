@@ -1,0 +1,63 @@
+// bench:train: LoRA training steps (forward, backward, AdamW on the adapters) on the GPT-2-small
+// shape (12 layers, 768 hidden, vocab 50257, seq 256, batch 4, r=8 on c_attn), bfloat16 base with
+// float32 adapters; tokens/s and peak RSS next to the eager-PyTorch anchor in fp32 and bf16 from the
+// same invocation. Last line: train_ratio_vs_torch_bf16=<ours/theirs> train_tok_s=<ours> torch_bf16_tok_s=<theirs>
+import { readFileSync } from 'node:fs';
+import { tidy, randint, getNumThreads, torchVersion, manualSeed, type DType } from '../src/index.js';
+import { createModel } from '../src/models/load.js';
+import { PeftModel } from '../src/adapters/index.js';
+import { AdamW, paramGroups, lossParts } from '../src/train/index.js';
+import { runAnchor } from './anchor.js';
+
+const B = 4;
+const T = 256;
+const STEPS = Number(process.env.BENCH_STEPS ?? 5);
+const CONFIG = {
+  model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12,
+  n_head: 12, activation_function: 'gelu_new', tie_word_embeddings: true, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0,
+};
+
+function peakRssMB(): number {
+  // VmHWM: the resident-set high-water mark of this process.
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) / 1024 : process.memoryUsage().rss / 2 ** 20;
+}
+
+function ours(dtype: DType): number {
+  const model = createModel(CONFIG, { dtype, seed: 0 });
+  const peft = PeftModel.create(model, { r: 8, loraAlpha: 16, targetModules: ['c_attn'] }, { seed: 0 });
+  const named = model.namedParameters().filter(([, t]) => t.requiresGrad);
+  const opt = new AdamW(paramGroups(named), { lr: 1e-4 });
+  const ids = randint(0, 50257, [B, T + 1], { seed: 1 });
+  const x = ids.narrow(1, 0, T).contiguous();
+  const y = ids.narrow(1, 1, T).contiguous();
+  model.train();
+  const step = () => tidy(() => {
+    manualSeed(0);
+    const logits = peft.forward({ inputIds: x }).logits;  // (B, T, V)
+    // The anchor's loss: mean cross-entropy over every position (labels already shifted).
+    const loss = lossParts('token-classification', logits, y).div(B * T);
+    loss.backward();
+    opt.step();
+    opt.zeroGrad();
+    return loss.item();
+  });
+  step();  // warm-up
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < STEPS; i++) step();
+  const s = Number(process.hrtime.bigint() - t0) / 1e9 / STEPS;
+  opt.dispose();
+  peft.dispose();
+  return (B * T) / s;
+}
+
+console.log(`adapterkit bench:train  libtorch ${torchVersion()}  threads ${getNumThreads()}  GPT-2 small, batch ${B} x seq ${T}, LoRA r=8 on c_attn, ${STEPS} steps`);
+const oursBf16 = ours('bfloat16');
+const rss = peakRssMB();
+console.log(`ours  bf16 base + f32 LoRA   train ${oursBf16.toFixed(1).padStart(7)} tok/s   peak RSS ${rss.toFixed(0)} MB`);
+const f32 = runAnchor('fp32', ['--steps', String(STEPS)]);
+const bf16 = runAnchor('bf16', ['--steps', String(STEPS)]);
+if (f32) console.log(`torch fp32                   train ${f32.trainTokS.toFixed(1).padStart(7)} tok/s   (${f32.line})`);
+if (bf16) console.log(`torch bf16 (autocast)        train ${bf16.trainTokS.toFixed(1).padStart(7)} tok/s   (${bf16.line})`);
+const ratio = bf16 ? (oursBf16 / bf16.trainTokS).toFixed(2) : 'n/a';
+console.log(`train_ratio_vs_torch_bf16=${ratio} train_tok_s=${oursBf16.toFixed(1)} torch_bf16_tok_s=${bf16 ? bf16.trainTokS.toFixed(1) : 'n/a'}`);
