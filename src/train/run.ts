@@ -87,6 +87,8 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
   if (c.data.eval) {
     const r = readRecords(c.data.eval, { onBadRow: c.data.onBadRow ?? 'error' });
     evalSet = (await buildExamples(r.records, tok, c, label2id)).examples;
+  } else if ((c.data.valFraction ?? 0.1) > 0 && Math.floor(train.length * (c.data.valFraction ?? 0.1)) < 1) {
+    log(`only ${train.length} examples: no validation split (set data.eval or data.valFraction)`);
   } else if ((c.data.valFraction ?? 0.1) > 0) {
     const s = trainValSplit(train, { valFraction: c.data.valFraction ?? 0.1, seed: c.training?.seed ?? 0 });
     train = s.train;
