@@ -70,3 +70,13 @@ test('bad configs and bad rows are clear errors', () => {
   assert.equal(skipped.status, 0, skipped.stderr);
   assert.match(skipped.stdout, /skipped 1 bad rows/);
 });
+
+test('the demo runs on the embedded model and ends with its summary line', () => {
+  const r = cli('demo', '--epochs', '0.2', '--output', join(work, 'demo'));
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /base model: .*assets\/default-model/);
+  assert.match(r.stdout, /examples \(held out\):/);
+  const last = r.stdout.trim().split('\n').pop()!;
+  assert.match(last, /^demo: before=0\.\d{3} after=0\.\d{3} majority=0\.\d{3}$/);
+  assert.ok(existsSync(join(work, 'demo', 'final', 'adapter_model.safetensors')));
+});

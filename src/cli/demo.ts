@@ -16,7 +16,8 @@ import { tidy, noGrad } from '../tensor/index.js';
 import { parseFlags, numberFlag } from './common.js';
 
 export const DEMO_USAGE = `usage: adapterkit demo [--model DIR] [--epochs N] [--lr X] [--r N] [--seed N] [--output DIR]
-  LoRA-tunes the embedded default model (or --model) on review sentiment, before/after on held-out data.`;
+  LoRA-tunes the embedded default model (or --model) on review sentiment (LoRA on every linear layer,
+  the classification head and token embeddings trained in full), before/after on held-out data.`;
 
 export async function demoCommand(args: string[]): Promise<number> {
   const f = parseFlags(args, { model: { type: 'string' }, epochs: { type: 'string' }, lr: { type: 'string' }, r: { type: 'string' }, seed: { type: 'string' }, output: { type: 'string' } }, DEMO_USAGE);
@@ -36,13 +37,13 @@ export async function demoCommand(args: string[]): Promise<number> {
 
   const model = loadModel(dir, { dtype: 'bfloat16', task: 'sequence-classification', numLabels: 2, seed });
   model.config.id2label = { 0: names[0], 1: names[1] };
-  const peft = PeftModel.create(model, { r: numberFlag(f.str('r'), 'r', { int: true, min: 1 }) ?? 8, loraAlpha: 16, loraDropout: 0.05, targetModules: 'all-linear', modulesToSave: ['score'], taskType: 'SEQ_CLS' }, { seed });
+  const peft = PeftModel.create(model, { r: numberFlag(f.str('r'), 'r', { int: true, min: 1 }) ?? 8, loraAlpha: 16, loraDropout: 0.05, targetModules: 'all-linear', modulesToSave: ['score', 'embed_tokens'], taskType: 'SEQ_CLS' }, { seed });
   peft.printTrainableParameters((s) => console.log(`  ${s}`));
   const collateOpts = collateOptions(tok);
   const trainer = new Trainer({
     model, peft, train, eval: test, collate: collateOpts,
     config: {
-      task: 'sequence-classification', lr: numberFlag(f.str('lr'), 'lr', { min: 0 }) ?? 2e-3, epochs: numberFlag(f.str('epochs'), 'epochs', { min: 0 }) ?? 3,
+      task: 'sequence-classification', lr: numberFlag(f.str('lr'), 'lr', { min: 0 }) ?? 2e-3, epochs: numberFlag(f.str('epochs'), 'epochs', { min: 0 }) ?? 2,
       batchSize: 16, schedule: 'linear', warmupRatio: 0.06, weightDecay: 0.01, evalEvery: 60, seed, outputDir: out, bucketBatches: 20, logEvery: 20,
     },
     log: (s) => console.log(`  ${s}`),
