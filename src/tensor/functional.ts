@@ -72,5 +72,5 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
  * chunks, and the backward recomputes each chunk. h (N, C) and weight (V, C) share a dtype.
  */
 export function linearCrossEntropy(h: Tensor, weight: Tensor, target: Tensor, opts: { ignoreIndex?: number; chunkRows?: number } = {}): Tensor {
-  return op1('linearCrossEntropy', [h, weight, target], () => N.linearCrossEntropy(h.handle, weight.handle, target.handle, opts.ignoreIndex ?? -100, opts.chunkRows ?? 256) as Handle);
+  return op1('linearCrossEntropy', [h, weight, target], () => N.linearCrossEntropy(h.handle, weight.handle, target.handle, opts.ignoreIndex ?? -100, opts.chunkRows ?? 128) as Handle);
 }
