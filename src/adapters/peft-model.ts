@@ -167,8 +167,13 @@ export class PeftModel {
     }
   }
 
-  forward(input: PeftInput): ModelOutput {
+  /** Per-forward preparation done by forward(); call it before running the model's segments directly. */
+  prepareTrainingForward(): void {
     if (this.model.training) this.ctx.step.dyloraRank = this.sampleDyloraRank();
+  }
+
+  forward(input: PeftInput): ModelOutput {
+    this.prepareTrainingForward();
     if (!input.adapterNames) return this.model.forward(input);
     const names = input.adapterNames;
     const b = input.inputIds.shape[0]!;

@@ -12,7 +12,7 @@ export const TRAIN_USAGE = `usage: adapterkit train [--config FILE.json|yaml] [o
   --r N --alpha N --dropout P --targets a,b|all-linear --dora --rslora
   --lr X --epochs N --max-steps N --batch-size N --grad-accum N --schedule constant|linear|cosine
   --warmup-steps N --eval-every N --save-every N --early-stopping N --seed N --dtype float32|bfloat16
-  --max-length N --skip-bad-rows --resume
+  --max-length N --skip-bad-rows --resume --gradient-checkpointing
 config file fields: model, task, method, dtype, output, data{train,eval,valFraction,maxLength,blockSize,...},
   lora{r,loraAlpha,loraDropout,targetModules,...}, training{lr,epochs,maxSteps,batchSize,gradAccum,...}`;
 
@@ -38,7 +38,7 @@ export async function trainCommand(args: string[]): Promise<number> {
   const f = parseFlags(args, {
     config: s, model: s, data: s, 'eval-data': s, task: s, method: s, output: s, r: s, alpha: s, dropout: s, targets: s, dora: b, rslora: b,
     lr: s, epochs: s, 'max-steps': s, 'batch-size': s, 'grad-accum': s, schedule: s, 'warmup-steps': s, 'eval-every': s, 'save-every': s,
-    'early-stopping': s, seed: s, dtype: s, 'max-length': s, 'skip-bad-rows': b, resume: b, 'no-progress': b,
+    'early-stopping': s, seed: s, dtype: s, 'max-length': s, 'skip-bad-rows': b, resume: b, 'no-progress': b, 'gradient-checkpointing': b,
   }, TRAIN_USAGE);
   const c: Partial<RunConfig> = f.str('config') ? readConfigFile(f.str('config')!) : {};
   c.data = { ...(c.data ?? { train: '' }) };
@@ -74,6 +74,7 @@ export async function trainCommand(args: string[]): Promise<number> {
   if (str('early-stopping')) t.earlyStoppingPatience = num('early-stopping', true);
   if (str('seed')) t.seed = num('seed', true);
   if (f.bool('no-progress')) t.progress = false;
+  if (f.bool('gradient-checkpointing')) t.gradientCheckpointing = true;
   try {
     await runTraining(c, { resume: f.bool('resume') });
   } catch (e) {

@@ -10,6 +10,7 @@ import { initWeights } from '../nn/init.js';
 import { zeros, empty, noGrad, type Tensor, type DType } from '../tensor/index.js';
 import { Fields, ConfigError, numLabelsOf } from './config.js';
 import type { ModelInput, ModelOutput, PretrainedModel, RawConfig, Task, ModelBuildOptions } from './types.js';
+import { runSegments, type Segments, type ModelSegments } from './segments.js';
 
 export type BertFamily = 'bert' | 'roberta' | 'xlm-roberta';
 
@@ -210,14 +211,20 @@ export class BertModel extends Module {
     this.encoder = this.module('encoder', new BertEncoder(cfg, dtype));
     if (withPooler) this.pooler = this.module('pooler', new BertPooler(cfg, dtype));
   }
-  forward(input: ModelInput): Tensor {
+  segments(input: ModelInput): Segments {
     const ids = input.inputIds;  // (B, T)
     const [b, t] = ids.shape as [number, number];
     if (t > this.cfg.maxPositions) throw new ConfigError(`${this.cfg.family}: ${t} tokens exceed max_position_embeddings (${this.cfg.maxPositions})`);
-    let x = this.embeddings.forward(ids, input.tokenTypeIds ?? null, input.positionIds ?? null);
     const allowed = attentionAllowed({ attentionMask: input.attentionMask ?? null, batch: b, queries: t, keys: t, causal: false });
-    for (const layer of this.encoder.layer) x = layer.forward(x, allowed);
-    return x;  // (B, T, C)
+    return {
+      embed: () => this.embeddings.forward(ids, input.tokenTypeIds ?? null, input.positionIds ?? null),  // (B, T, C)
+      blocks: [...this.encoder.layer].map((layer) => (x: Tensor) => layer.forward(x, allowed)),
+      final: (x) => x,
+    };
+  }
+
+  forward(input: ModelInput): Tensor {
+    return runSegments(this.segments(input));  // (B, T, C)
   }
 }
 
@@ -319,7 +326,14 @@ export class Bert extends Module implements PretrainedModel {
   }
 
   forward(input: ModelInput): ModelOutput {
-    const hidden = this.base.forward(input);  // (B, T, C)
+    return this.head(this.base.forward(input));
+  }
+
+  segments(input: ModelInput): ModelSegments {
+    return { ...this.base.segments(input), head: (hidden) => this.head(hidden) };
+  }
+
+  private head(hidden: Tensor): ModelOutput {
     let logits = hidden;
     if (this.mlmHead) logits = this.mlmHead.forward(hidden);  // (B, T, V)
     else if (this.seqHead) logits = this.seqHead.forward(hidden);  // (B, L)

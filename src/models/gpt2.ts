@@ -10,6 +10,7 @@ import { TorchError, type Tensor, type DType } from '../tensor/index.js';
 import { Fields, ConfigError, numLabelsOf } from './config.js';
 import { lastTokenIndex, pickRows } from './heads.js';
 import type { KVCache } from './cache.js';
+import { runSegments, type Segments, type ModelSegments } from './segments.js';
 import type { ModelInput, ModelOutput, PretrainedModel, RawConfig, Task, ModelBuildOptions } from './types.js';
 
 export interface GPT2Config {
@@ -150,7 +151,7 @@ export class GPT2Model extends Module {
     this.ln_f = this.module('ln_f', new LayerNorm(cfg.nEmbd, cfg.eps, { dtype }));
   }
 
-  forward(input: ModelInput): Tensor {
+  segments(input: ModelInput): Segments {
     const ids = input.inputIds;  // (B, T)
     const [b, t] = ids.shape as [number, number];
     const cache = input.cache ?? null;
@@ -160,11 +161,16 @@ export class GPT2Model extends Module {
     }
     const mask = input.attentionMask ?? null;
     const pos = input.positionIds ?? (mask ? positionIdsFromMask(mask, past) : positionRange(t, past));  // (B|1, T)
-    let x = this.wte.forward(ids).add(this.wpe.forward(pos));  // (B, T, C)
-    x = this.drop.forward(x);
     const allowed = attentionAllowed({ attentionMask: mask, batch: b, queries: t, keys: past + t, causal: true, past });
-    for (const block of this.h) x = block.forward(x, allowed, cache);
-    return this.ln_f.forward(x);  // (B, T, C)
+    return {
+      embed: () => this.drop.forward(this.wte.forward(ids).add(this.wpe.forward(pos))),  // (B, T, C)
+      blocks: [...this.h].map((block) => (x: Tensor) => block.forward(x, allowed, cache)),
+      final: (x) => this.ln_f.forward(x),  // (B, T, C)
+    };
+  }
+
+  forward(input: ModelInput): Tensor {
+    return runSegments(this.segments(input));
   }
 }
 
@@ -198,7 +204,14 @@ export class GPT2 extends Module implements PretrainedModel {
   }
 
   forward(input: ModelInput): ModelOutput {
-    const hidden = this.transformer.forward(input);  // (B, T, C)
+    return this.head(this.transformer.forward(input), input);
+  }
+
+  segments(input: ModelInput): ModelSegments {
+    return { ...this.transformer.segments(input), head: (hidden) => this.head(hidden, input) };
+  }
+
+  private head(hidden: Tensor, input: ModelInput): ModelOutput {
     if (this.lm_head && input.skipLmHead) return { logits: hidden, hiddenStates: hidden };
     if (this.lm_head) {
       const keep = input.logitsToKeep;

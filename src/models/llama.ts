@@ -14,6 +14,7 @@ import { keep, type Tensor, type DType } from '../tensor/index.js';
 import { Fields, ConfigError, numLabelsOf } from './config.js';
 import { lastTokenIndex, pickRows } from './heads.js';
 import type { KVCache } from './cache.js';
+import { runSegments, type Segments, type ModelSegments } from './segments.js';
 import type { ModelInput, ModelOutput, PretrainedModel, RawConfig, Task, ModelBuildOptions } from './types.js';
 
 export type LlamaFamily = 'llama' | 'mistral' | 'qwen2';
@@ -168,15 +169,15 @@ export class LlamaModel extends Module {
     this.invFreq = this.buffer('inv_freq', keep(invFreqTensor(ropeInvFreq(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling))));
   }
 
-  forward(input: ModelInput): Tensor {
+  segments(input: ModelInput): Segments {
     const ids = input.inputIds;  // (B, T)
     const [b, t] = ids.shape as [number, number];
     const cache = input.cache ?? null;
     const past = cache ? cache.length : 0;
     const mask = input.attentionMask ?? null;
     const pos = input.positionIds ?? (mask ? positionIdsFromMask(mask, past) : positionRange(t, past));  // (B|1, T)
-    let x = this.embed_tokens.forward(ids);  // (B, T, C)
-    const rope = ropeCosSin(pos, this.invFreq, x.dtype);
+    const dtype = this.embed_tokens.forwardDtype;
+    const rope = ropeCosSin(pos, this.invFreq, dtype);
     // One mask per distinct window (Qwen2 mixes full and sliding layers).
     const masks = new Map<number | null, Tensor>();
     const maskFor = (w: number | null): Tensor => {
@@ -187,9 +188,18 @@ export class LlamaModel extends Module {
       }
       return m;
     };
-    let i = 0;
-    for (const layer of this.layers) x = layer.forward(x, rope, maskFor(this.cfg.slidingWindow[i++] ?? null), cache);
-    return this.norm.forward(x);  // (B, T, C)
+    return {
+      embed: () => this.embed_tokens.forward(ids),  // (B, T, C)
+      blocks: [...this.layers].map((layer, i) => {
+        const allowed = maskFor(this.cfg.slidingWindow[i] ?? null);
+        return (x: Tensor) => layer.forward(x, rope, allowed, cache);
+      }),
+      final: (x) => this.norm.forward(x),  // (B, T, C)
+    };
+  }
+
+  forward(input: ModelInput): Tensor {
+    return runSegments(this.segments(input));
   }
 }
 
@@ -218,7 +228,14 @@ export class Llama extends Module implements PretrainedModel {
   }
 
   forward(input: ModelInput): ModelOutput {
-    const hidden = this.model.forward(input);  // (B, T, C)
+    return this.head(this.model.forward(input), input);
+  }
+
+  segments(input: ModelInput): ModelSegments {
+    return { ...this.model.segments(input), head: (hidden) => this.head(hidden, input) };
+  }
+
+  private head(hidden: Tensor, input: ModelInput): ModelOutput {
     if (this.lm_head && input.skipLmHead) return { logits: hidden, hiddenStates: hidden };
     if (this.lm_head) {
       const keep = input.logitsToKeep;

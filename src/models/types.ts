@@ -2,6 +2,7 @@
 import type { Module } from '../nn/module.js';
 import type { Tensor, DType } from '../tensor/index.js';
 import type { KVCache } from './cache.js';
+import type { ModelSegments } from './segments.js';
 
 export type Task = 'causal-lm' | 'masked-lm' | 'sequence-classification' | 'token-classification' | 'base';
 
@@ -48,6 +49,8 @@ export interface PretrainedModel extends Module {
   isIgnoredKey(key: string): boolean;
   /** The LM head's weight (V, C) when it is a plain bias-free linear layer (not wrapped by an adapter). */
   lmHeadWeight(): Tensor | null;
+  /** The forward pass as segments (embedding, blocks, final norm, head): gradient checkpointing. */
+  segments(input: ModelInput): ModelSegments;
 }
 
 export interface ModelBuildOptions {

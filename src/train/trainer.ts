@@ -15,6 +15,7 @@ import { accuracy, macroF1 } from './metrics.js';
 import { lossParts, fusedCausalLmLoss, itemCount, IGNORE, type TrainTask } from './loss.js';
 import { saveCheckpoint, loadLatestCheckpoint, type TrainState } from './checkpoint.js';
 import { ProgressBar } from './progress.js';
+import { checkpointedBackward } from './checkpointing.js';
 import { writeCurveHtml, type CurvePoint } from './curve.js';
 
 export interface TrainerConfig {
@@ -46,13 +47,15 @@ export interface TrainerConfig {
   logEvery: number;
   bucketBatches: number;
   progress: boolean;
+  /** Recompute each block in the backward instead of keeping its activations (less memory, ~1/3 more compute). */
+  gradientCheckpointing: boolean;
 }
 
 export const DEFAULT_TRAINER: TrainerConfig = {
   task: 'causal-lm', optimizer: 'adamw', lr: 2e-4, weightDecay: 0.01, betas: [0.9, 0.999], eps: 1e-8, momentum: 0,
   schedule: 'linear', warmupSteps: 0, warmupRatio: 0, epochs: 1, maxSteps: null, batchSize: 8, gradAccum: 1, maxGradNorm: 1,
   labelSmoothing: 0, evalEvery: null, evalBatchSize: 32, earlyStoppingPatience: null, saveEvery: null, keepCheckpoints: 2,
-  outputDir: null, seed: 0, logEvery: 10, bucketBatches: 0, progress: true,
+  outputDir: null, seed: 0, logEvery: 10, bucketBatches: 0, progress: true, gradientCheckpointing: false,
 };
 
 export interface EvalResult {
@@ -148,6 +151,18 @@ export class Trainer {
       return fusedCausalLmLoss(hidden, head, labels);
     }
     return lossParts(c.task, this.forward({ inputIds, attentionMask }), labels, c.labelSmoothing);
+  }
+
+  /** One micro-batch's forward and backward with gradient checkpointing; returns its loss. */
+  private checkpointedStep(inputIds: Tensor, attentionMask: Tensor, labels: Tensor, count: number, seed: number): number {
+    const c = this.config;
+    const head = c.task === 'causal-lm' && c.labelSmoothing === 0 ? this.o.model.lmHeadWeight() : null;
+    this.o.peft?.prepareTrainingForward();
+    const segs = this.o.model.segments({ inputIds, attentionMask, skipLmHead: head !== null });
+    return checkpointedBackward(segs, (out) => {
+      const sum = head ? fusedCausalLmLoss(out.hiddenStates, head, labels) : lossParts(c.task, out.logits, labels, c.labelSmoothing);
+      return sum.div(Math.max(1, count));
+    }, seed);
   }
 
   evaluate(examples: readonly Example[] = this.o.eval ?? []): EvalResult {
@@ -272,9 +287,13 @@ export class Trainer {
           manualSeed(mixSeed(c.seed, micro++));  // dropout masks depend only on (seed, micro-step): exact resume
           tidy(() => {
             const t = toTensors(it.batch);
-            const l = this.lossSum(t.inputIds, t.attentionMask, t.labels).div(Math.max(1, count));
-            l.backward();
-            stepLoss += l.item();
+            if (c.gradientCheckpointing) {
+              stepLoss += this.checkpointedStep(t.inputIds, t.attentionMask, t.labels, count, mixSeed(c.seed, micro));
+            } else {
+              const l = this.lossSum(t.inputIds, t.attentionMask, t.labels).div(Math.max(1, count));
+              l.backward();
+              stepLoss += l.item();
+            }
             tokens += (it.batch.attentionMask as number[][]).reduce((s, r) => s + r.reduce((a, b) => a + b, 0), 0);
           });
         }
