@@ -1,5 +1,6 @@
 // Pieces shared by the task heads of the model files.
 import { arange, TorchError, type Tensor } from '../tensor/index.js';
+import type { ModelInput, ModelOutput } from './types.js';
 
 /**
  * Index of the last real token of each row, as HF's *ForSequenceClassification for decoders: the
@@ -20,4 +21,18 @@ export function lastTokenIndex(inputIds: Tensor, padTokenId: number | null, atte
 export function pickRows(hidden: Tensor, index: Tensor): Tensor {
   const [b, , c] = hidden.shape as [number, number, number];
   return hidden.gather(1, index.view(b, 1, 1).expand(b, 1, c)).squeeze(1);
+}
+
+/** A causal-LM head's output: logits for all (or the last logitsToKeep) positions, or none when skipLmHead. */
+export function lmHeadOutput(lmHead: { forward(x: Tensor): Tensor }, hidden: Tensor, input: ModelInput): ModelOutput {
+  if (input.skipLmHead) return { logits: hidden, hiddenStates: hidden };
+  const keep = input.logitsToKeep;
+  const hs = keep ? hidden.narrow(1, hidden.shape[1]! - keep, keep) : hidden;
+  return { logits: lmHead.forward(hs), hiddenStates: hidden };  // (B, T, V)
+}
+
+/** A decoder's sequence-classification output: the score of each row's last real token. */
+export function lastTokenOutput(score: { forward(x: Tensor): Tensor }, hidden: Tensor, input: ModelInput, padTokenId: number | null): ModelOutput {
+  const idx = lastTokenIndex(input.inputIds, padTokenId, input.attentionMask);  // (B)
+  return { logits: score.forward(pickRows(hidden, idx)), hiddenStates: hidden };  // (B, L)
 }

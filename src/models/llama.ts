@@ -12,7 +12,7 @@ import {
 import { initWeights } from '../nn/init.js';
 import { keep, type Tensor, type DType } from '../tensor/index.js';
 import { Fields, ConfigError, numLabelsOf } from './config.js';
-import { lastTokenIndex, pickRows } from './heads.js';
+import { lmHeadOutput, lastTokenOutput } from './heads.js';
 import type { KVCache } from './cache.js';
 import { runSegments, type Segments, type ModelSegments } from './segments.js';
 import type { ModelInput, ModelOutput, PretrainedModel, RawConfig, Task, ModelBuildOptions } from './types.js';
@@ -236,16 +236,8 @@ export class Llama extends Module implements PretrainedModel {
   }
 
   private head(hidden: Tensor, input: ModelInput): ModelOutput {
-    if (this.lm_head && input.skipLmHead) return { logits: hidden, hiddenStates: hidden };
-    if (this.lm_head) {
-      const keep = input.logitsToKeep;
-      const hs = keep ? hidden.narrow(1, hidden.shape[1]! - keep, keep) : hidden;
-      return { logits: this.lm_head.forward(hs), hiddenStates: hidden };  // (B, T, V)
-    }
-    if (this.score && this.task === 'sequence-classification') {
-      const idx = lastTokenIndex(input.inputIds, this.cfg.padTokenId, input.attentionMask);  // (B)
-      return { logits: this.score.forward(pickRows(hidden, idx)), hiddenStates: hidden };  // (B, L)
-    }
+    if (this.lm_head) return lmHeadOutput(this.lm_head, hidden, input);
+    if (this.score && this.task === 'sequence-classification') return lastTokenOutput(this.score, hidden, input, this.cfg.padTokenId);
     if (this.score) return { logits: this.score.forward(hidden), hiddenStates: hidden };  // (B, T, L)
     return { logits: hidden, hiddenStates: hidden };
   }
