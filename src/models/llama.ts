@@ -3,7 +3,7 @@
 // Shapes: B batch, T new tokens, S keys (past + new), C hidden, H query heads, Hkv key/value heads,
 // D head dim, I intermediate, V vocab, L labels.
 import { Module, ModuleList } from '../nn/module.js';
-import { Embedding, Linear, RMSNorm } from '../nn/layers.js';
+import { Embedding, Linear, RMSNorm, computeDtype } from '../nn/layers.js';
 import { activation, type Activation } from '../nn/activations.js';
 import {
   attentionAllowed, scaledDotProductAttention, positionIdsFromMask, positionRange, ropeInvFreq, ropeCosSin,
@@ -161,8 +161,10 @@ export class LlamaModel extends Module {
   layers: ModuleList<LlamaDecoderLayer>;
   norm: RMSNorm;
   private readonly invFreq: Tensor;  // (D/2)
+  private readonly computeDt: DType;
   constructor(readonly cfg: LlamaConfig, dtype: DType) {
     super();
+    this.computeDt = computeDtype(dtype);
     this.embed_tokens = this.module('embed_tokens', new Embedding(cfg.vocabSize, cfg.hidden, { dtype }));
     this.layers = this.module('layers', new ModuleList(Array.from({ length: cfg.layers }, (_, i) => new LlamaDecoderLayer(cfg, i, dtype))));
     this.norm = this.module('norm', new RMSNorm(cfg.hidden, cfg.eps, { dtype }));
@@ -176,8 +178,7 @@ export class LlamaModel extends Module {
     const past = cache ? cache.length : 0;
     const mask = input.attentionMask ?? null;
     const pos = input.positionIds ?? (mask ? positionIdsFromMask(mask, past) : positionRange(t, past));  // (B|1, T)
-    const dtype = this.embed_tokens.forwardDtype;
-    const rope = ropeCosSin(pos, this.invFreq, dtype);
+    const rope = ropeCosSin(pos, this.invFreq, this.computeDt);  // in the activations' dtype
     // One mask per distinct window (Qwen2 mixes full and sliding layers).
     const masks = new Map<number | null, Tensor>();
     const maskFor = (w: number | null): Tensor => {

@@ -71,8 +71,6 @@ export class Embedding extends Module {
     this.outDtype = computeDtype(opts.dtype ?? 'float32');
   }
   get weight(): Tensor { return this.own('weight')!; }  // (V, C)
-  /** The dtype of what forward returns (the compute dtype). */
-  get forwardDtype(): DType { return this.outDtype; }
   forward(ids: Tensor): Tensor {
     const e = embedding(this.weight, ids);  // ids.shape + (C)
     return e.dtype === this.outDtype ? e : e.to(this.outDtype);
