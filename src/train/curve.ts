@@ -9,7 +9,7 @@ function escape(s: string): string {
 }
 
 function chart(title: string, series: { name: string; color: string; points: CurvePoint[] }[]): string {
-  const W = 640, H = 280, L = 56, R = 16, T = 28, B = 36;
+  const W = 720, H = 280, L = 56, R = 16, T = 28, B = 36;
   const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.value));
   if (!all.length) return `<h2>${escape(title)}</h2><p>no data</p>`;
   const x0 = Math.min(...all.map((p) => p.step)), x1 = Math.max(...all.map((p) => p.step), x0 + 1);
@@ -24,13 +24,20 @@ function chart(title: string, series: { name: string; color: string; points: Cur
     const dots = s.points.length <= 60 ? s.points.map((p) => `<circle cx="${sx(p.step).toFixed(1)}" cy="${sy(p.value).toFixed(1)}" r="2.5" fill="${s.color}"/>`).join('') : '';
     return `<polyline fill="none" stroke="${s.color}" stroke-width="1.8" points="${pts}"/>${dots}`;
   }).join('');
-  const legend = series.map((s, i) => `<rect x="${L + i * 150}" y="8" width="12" height="3" fill="${s.color}"/><text x="${L + 16 + i * 150}" y="13" font-size="12">${escape(s.name)}</text>`).join('');
+  const legend = series.map((s, i) => `<rect x="${L + i * 180}" y="8" width="12" height="3" fill="${s.color}"/><text x="${L + 16 + i * 180}" y="13" font-size="12">${escape(s.name)}</text>`).join('');
   return `<h2>${escape(title)}</h2><svg width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif">${grid}<line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="#999"/><text x="${(W + L) / 2}" y="${H - 8}" text-anchor="middle" font-size="12">step (${x0} to ${x1})</text>${lines}${legend}</svg>`;
 }
 
 export function writeCurveHtml(path: string, title: string, train: CurvePoint[], evalLoss: CurvePoint[], evalMetric: { name: string; points: CurvePoint[] } | null): void {
+  // Per-step losses are noisy: draw them faintly, with an exponential moving average on top.
+  let ema = NaN;
+  const smooth = train.map((p) => ({ step: p.step, value: (ema = Number.isNaN(ema) ? p.value : 0.9 * ema + 0.1 * p.value) }));
   const body = [
-    chart('loss', [{ name: 'train loss', color: '#2563eb', points: train }, { name: 'eval loss', color: '#dc2626', points: evalLoss }]),
+    chart('loss', [
+      { name: 'train loss (per step)', color: '#bfdbfe', points: train },
+      { name: 'train loss (smoothed)', color: '#2563eb', points: smooth },
+      { name: 'eval loss', color: '#dc2626', points: evalLoss },
+    ]),
     evalMetric ? chart(evalMetric.name, [{ name: `eval ${evalMetric.name}`, color: '#16a34a', points: evalMetric.points }]) : '',
   ].join('\n');
   const html = `<!doctype html><html><head><meta charset="utf-8"><title>${escape(title)}</title><style>body{font-family:sans-serif;margin:24px;color:#111}h1{font-size:20px}h2{font-size:15px;margin:18px 0 4px}</style></head><body><h1>${escape(title)}</h1>${body}</body></html>\n`;
