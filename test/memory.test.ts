@@ -2,7 +2,7 @@
 // training-like loop holds resident memory flat.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { tensor, tidy, scope, keep, ones, randn, noGrad, liveTensors, scopeDepth, type Tensor } from '../src/index.js';
+import { tensor, tidy, scope, keep, ones, randn, noGrad, liveTensors, scopeDepth, setAllocatorCaching, type Tensor } from '../src/index.js';
 
 test('tidy frees temporaries and keeps what it returns', () => {
   const before = liveTensors();
@@ -66,6 +66,12 @@ test('views and gradients stay valid after their source handle is disposed', () 
 function rssMB(): number {
   return process.memoryUsage().rss / 2 ** 20;
 }
+
+test('the allocator cache can be turned off and on (the default is on)', () => {
+  assert.equal(setAllocatorCaching(false), true);
+  assert.equal(tidy(() => randn([512, 512]).matmul(randn([512, 512])).shape.join()), '512,512');
+  assert.equal(setAllocatorCaching(true), true);
+});
 
 test('10,000 training-like steps keep resident memory flat', () => {
   const before = liveTensors();

@@ -12,5 +12,5 @@ export {
   crossEntropy, linearCrossEntropy, type CrossEntropyOptions,
 } from './functional.js';
 export {
-  setNumThreads, getNumThreads, manualSeed, torchVersion, cuda, liveTensors, isGradEnabled, noGrad, enableGrad,
+  setNumThreads, getNumThreads, setAllocatorCaching, manualSeed, torchVersion, cuda, liveTensors, isGradEnabled, noGrad, enableGrad,
 } from './runtime.js';
