@@ -27,12 +27,10 @@ if (flags.includes('--save-loop')) {
 }
 if (slow) {
   // Slow the loop down so a parent can signal it mid-run.
-  const orig = tr.train.bind(tr);
   const step = (tr as unknown as { optimizer: { step(): void } }).optimizer;
   const s0 = step.step.bind(step);
   let n = 0;
   step.step = () => { s0(); n++; console.log(`step ${n} `); const until = Date.now() + 150; while (Date.now() < until) { /* busy wait */ } };
-  void orig;
 }
 const r = await tr.train();
 console.log(`stopped: ${r.stopped} at step ${r.steps}`);

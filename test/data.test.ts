@@ -18,7 +18,6 @@ const CHAT = '{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token }
 // <pad> = 0, <eos> = 1, byte b = b + 2.
 const tok = HFTokenizer.fromJson(JSON.stringify(byteLevelBpe({ specialsFirst: ['<pad>', '<eos>'] }).json), { eos_token: '<eos>', pad_token: '<pad>', chat_template: CHAT });
 const bytes = (s: string, offset = 2) => [...Buffer.from(s, 'utf8')].map((b) => b + offset);
-const PAD = 0;
 const EOS = 1;
 const work = mkdtempSync(join(tmpdir(), 'ak-data-'));
 const file = (name: string, text: string) => { const p = join(work, name); writeFileSync(p, text); return p; };

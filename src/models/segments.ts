@@ -1,7 +1,7 @@
 // A base model as segments: the embedding, each block, the final norm. Running them in order is the
 // forward pass; gradient checkpointing (src/train/checkpointing.ts) runs them one at a time.
 import type { Tensor } from '../tensor/index.js';
-import type { ModelInput, ModelOutput } from './types.js';
+import type { ModelOutput } from './types.js';
 
 export interface Segments {
   embed: () => Tensor;  // (B, T, C)
@@ -20,4 +20,3 @@ export function runSegments(s: Segments): Tensor {
   return s.final(h);
 }
 
-export type { ModelInput };

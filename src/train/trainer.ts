@@ -7,7 +7,7 @@ import { tidy, noGrad, manualSeed, type Tensor } from '../tensor/index.js';
 import type { PretrainedModel } from '../models/types.js';
 import { saveModel } from '../models/load.js';
 import { PeftModel, savePeftAdapters } from '../adapters/index.js';
-import { DataLoader, toTensors, type CollateOptions, type Example } from '../data/index.js';
+import { DataLoader, collate, toTensors, type CollateOptions, type Example } from '../data/index.js';
 import { AdamW, SGD, paramGroups, type Optimizer } from './optim.js';
 import { lrAt, type ScheduleKind } from './schedule.js';
 import { clipGradNorm } from './clip.js';
@@ -178,8 +178,7 @@ export class Trainer {
       for (let i = 0; i < examples.length; i += c.evalBatchSize) {
         const chunk = examples.slice(i, i + c.evalBatchSize);
         noGrad(() => tidy(() => {
-          const loader = new DataLoader(chunk as Example[], { batchSize: chunk.length, shuffle: false, collate: this.o.collate });
-          const { batch } = loader.next();
+          const batch = collate(chunk, this.o.collate);
           const t = toTensors(batch);
           const logits = this.forward({ inputIds: t.inputIds, attentionMask: t.attentionMask });
           sum += lossParts(c.task, logits, t.labels).item();

@@ -9,7 +9,7 @@ import { keep, noGrad, tidy, zeros, stack, cat, type Tensor } from '../../tensor
 import type { AdapterConfigBase, AdapterContext, TunerLayer } from '../types.js';
 import { patternValue } from '../targets.js';
 import type { LoraConfig } from './config.js';
-import { randomInit, pissaInit, cordaInit, seedFor } from './init.js';
+import { randomInit, pissaInit, cordaInit } from './init.js';
 
 interface AdapterState {
   r: number;
@@ -179,7 +179,7 @@ export class LoraLayer extends Module implements TunerLayer {
       // DoRA (PEFT dora.py): result += (m/‖W+sBA‖ - 1) * base(x) + m/‖W+sBA‖ * s B A x, norm detached.
       const norm = this.doraWeightNorm(name).detach();
       const scale = this.magnitude(name).div(norm);  // (O)
-      let baseNoBias = drop === null || xd === x ? result : this.base_layer.forward(xd);
+      let baseNoBias = xd === x ? result : this.base_layer.forward(xd);  // dropout off: reuse base(x)
       const bias = this.base_layer.bias;
       if (bias) baseNoBias = baseNoBias.sub(bias);
       result = result.add(scale.sub(1).mul(baseNoBias.to('float32')).add(scale.mul(lora).mul(sc)).to(result.dtype));
