@@ -1,7 +1,8 @@
 // The HF PEFT file format both ways: adapter_config.json and adapter_model.safetensors with PEFT's
 // keys (`base_model.model.<module path>.lora_A.weight`, no adapter name in keys; non-default
 // adapters in a subfolder named after them). Writes are atomic.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { readRegularFile } from '../io/files.js';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
@@ -96,9 +97,10 @@ export function savePeftAdapters(peft: PeftModel, dir: string, opts: SaveOptions
 export function readAdapterConfig(dir: string, warn: (m: string) => void): AdapterConfigBase {
   const file = join(dir, 'adapter_config.json');
   if (!existsSync(file)) throw new Error(`no adapter_config.json in ${dir}`);
+  const text = readRegularFile(file, 'adapter config', 'utf8');  // refuses a FIFO or device instead of blocking
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
+    raw = JSON.parse(text);
   } catch (e) {
     throw new Error(`${file} is not valid JSON: ${(e as Error).message}`);
   }

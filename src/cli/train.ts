@@ -1,5 +1,5 @@
 // adapterkit train: a training run from a JSON or YAML config file, with flags on top.
-import { readFileSync } from 'node:fs';
+import { readRegularFile } from '../io/files.js';
 import { parse as parseYaml } from 'yaml';
 import { runTraining, type RunConfig } from '../train/run.js';
 import { parseFlags, numberFlag, UsageError } from './common.js';
@@ -19,7 +19,7 @@ config file fields: model, task, method, dtype, output, data{train,eval,valFract
 function readConfigFile(path: string): Partial<RunConfig> {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readRegularFile(path, '--config', 'utf8');
   } catch (e) {
     throw new UsageError(`cannot read --config ${path}: ${(e as Error).message}`);
   }

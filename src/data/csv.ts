@@ -7,7 +7,7 @@
 // empty one. A stray quote inside an unquoted field, text after a closing quote, or a wrong field
 // count makes only that row bad (skippable); an unterminated quote makes the rest of the file
 // unparseable, so it always throws, naming the line where the quote opened.
-import { readFileSync } from 'node:fs';
+import { readRegularFile } from '../io/files.js';
 import { BadRows, DataError, setOwn, type BadRowOptions, type DataRecord, type SkipReport } from './records.js';
 
 export interface CsvOptions {
@@ -118,5 +118,5 @@ export function parseCsv(text: string, o: CsvOptions & BadRowOptions & { source?
 
 /** Reads a CSV file with a header row. */
 export function readCsv(path: string, o: CsvOptions & BadRowOptions = {}): ReadResult {
-  return parseCsv(readFileSync(path, 'utf8'), { ...o, source: path });
+  return parseCsv(readRegularFile(path, 'data file', 'utf8'), { ...o, source: path });
 }

@@ -1,7 +1,7 @@
 // JSONL and plain-text readers, and `readRecords`, which picks a reader by file extension. Every
 // record carries its source path and 1-based line so that later stages (task builders) can name
 // the exact place of a problem.
-import { readFileSync } from 'node:fs';
+import { readRegularFile } from '../io/files.js';
 import { extname } from 'node:path';
 import { BadRows, describeValue, type BadRowOptions, type DataRecord } from './records.js';
 import { readCsv, type CsvOptions, type ReadResult } from './csv.js';
@@ -36,7 +36,7 @@ export function parseJsonl(text: string, o: BadRowOptions & { source?: string } 
 }
 
 export function readJsonl(path: string, o: BadRowOptions = {}): ReadResult {
-  return parseJsonl(readFileSync(path, 'utf8'), { ...o, source: path });
+  return parseJsonl(readRegularFile(path, 'data file', 'utf8'), { ...o, source: path });
 }
 
 export interface TextOptions {
@@ -92,7 +92,7 @@ export function parseText(text: string, o: TextOptions & BadRowOptions & { sourc
 }
 
 export function readText(path: string, o: TextOptions & BadRowOptions = {}): ReadResult {
-  return parseText(readFileSync(path, 'utf8'), { ...o, source: path });
+  return parseText(readRegularFile(path, 'data file', 'utf8'), { ...o, source: path });
 }
 
 /**

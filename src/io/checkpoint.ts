@@ -4,6 +4,7 @@ import { readFileSync, readdirSync, statSync, unlinkSync, mkdirSync } from 'node
 import { basename, dirname, join } from 'node:path';
 import type { Tensor } from '../tensor/index.js';
 import { writeFileAtomic } from './atomic.js';
+import { NotRegularFileError, readRegularFile } from './files.js';
 import { duplicateKeys, objectKeys } from './json-keys.js';
 import { SafetensorsError, unknownTensor } from './safetensors-header.js';
 import {
@@ -149,9 +150,9 @@ function parseIndex(indexPath: string): { metadata: Record<string, unknown>; wei
   };
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(readFileSync(indexPath));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(readRegularFile(indexPath, 'checkpoint index'));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== undefined) throw new SafetensorsError('IO_ERROR', indexPath, `cannot read: ${(e as Error).message}`, { cause: e });
+    if ((e as NodeJS.ErrnoException).code !== undefined || e instanceof NotRegularFileError) throw new SafetensorsError('IO_ERROR', indexPath, `cannot read: ${(e as Error).message}`, { cause: e });
     throw new SafetensorsError('INDEX_NOT_JSON', indexPath, 'the index is not valid UTF-8');
   }
   let json: unknown;

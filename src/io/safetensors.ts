@@ -4,6 +4,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { fromBytes, Tensor, DTYPE_BYTES, type DType, type Device } from '../tensor/index.js';
 import { writeFileAtomic } from './atomic.js';
+import { openRegularFile } from './files.js';
 import {
   MAX_HEADER_BYTES, SAFETENSORS_DTYPE, SafetensorsError, parseHeader, unknownTensor, type HeaderEntry,
 } from './safetensors-header.js';
@@ -58,7 +59,7 @@ export class SafetensorsFile implements Disposable {
   static open(path: string): SafetensorsFile {
     let fd: number;
     try {
-      fd = openSync(path, 'r');
+      fd = openRegularFile(path, 'safetensors file');  // never blocks on a FIFO or device
     } catch (e) {
       throw new SafetensorsError('IO_ERROR', path, `cannot open: ${(e as Error).message}`, { cause: e });
     }

@@ -1,5 +1,5 @@
 // Reading config.json fields with the checks that keep a bad value from becoming silent wrong math.
-import { readFileSync } from 'node:fs';
+import { readRegularFile } from '../io/files.js';
 import type { RawConfig } from './types.js';
 
 export class ConfigError extends Error {
@@ -9,7 +9,7 @@ export class ConfigError extends Error {
 export function readConfig(path: string): RawConfig {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readRegularFile(path, 'model config', 'utf8');  // a FIFO or device would block readFileSync forever
   } catch (e) {
     throw new ConfigError(`cannot read ${path}: ${(e as Error).message}`);
   }

@@ -6,6 +6,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { byteLevelBpe } from '../tokenizer/bytelevel.js';
 import { createModel, saveModel } from './load.js';
 import { ConfigError } from './config.js';
+import { prepareOutputDir } from '../io/output-dir.js';
 import { supportedModelTypes } from './registry.js';
 import type { RawConfig } from './types.js';
 
@@ -18,12 +19,14 @@ export interface InitModelOptions {
   vocab?: number;
   seed?: number;
   maxPositions?: number;
+  /** Write into an existing non-empty folder (its config and weights are replaced). */
+  force?: boolean;
 }
 
 const CHATML = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 interface ArchSpec {
-  config: (o: Required<Omit<InitModelOptions, 'arch' | 'out'>>) => RawConfig;
+  config: (o: Required<Omit<InitModelOptions, 'arch' | 'out' | 'force'>>) => RawConfig;
   first: string[];
   last: string[];
   bos: string;
@@ -33,13 +36,13 @@ interface ArchSpec {
   chat?: boolean;
 }
 
-const llamaLike = (type: string, arch: string, extra: RawConfig = {}) => (o: Required<Omit<InitModelOptions, 'arch' | 'out'>>): RawConfig => ({
+const llamaLike = (type: string, arch: string, extra: RawConfig = {}) => (o: Required<Omit<InitModelOptions, 'arch' | 'out' | 'force'>>): RawConfig => ({
   architectures: [arch], model_type: type, vocab_size: o.vocab, hidden_size: o.hidden, intermediate_size: 4 * o.hidden,
   num_hidden_layers: o.layers, num_attention_heads: o.heads, num_key_value_heads: o.heads % 2 === 0 ? o.heads / 2 : o.heads,
   hidden_act: 'silu', max_position_embeddings: o.maxPositions, rms_norm_eps: 1e-6, rope_theta: 10000, initializer_range: 0.02,
   tie_word_embeddings: false, ...extra,
 });
-const bertLike = (type: string, arch: string, pad: number) => (o: Required<Omit<InitModelOptions, 'arch' | 'out'>>): RawConfig => ({
+const bertLike = (type: string, arch: string, pad: number) => (o: Required<Omit<InitModelOptions, 'arch' | 'out' | 'force'>>): RawConfig => ({
   architectures: [arch], model_type: type, vocab_size: o.vocab, hidden_size: o.hidden, num_hidden_layers: o.layers,
   num_attention_heads: o.heads, intermediate_size: 4 * o.hidden, hidden_act: 'gelu', hidden_dropout_prob: 0.1,
   attention_probs_dropout_prob: 0.1, max_position_embeddings: o.maxPositions + (type === 'bert' ? 0 : pad + 1),
@@ -78,8 +81,10 @@ export function initModel(o: InitModelOptions): RawConfig {
     ...spec.config(full),
     bos_token_id: vocab.get(spec.bos), eos_token_id: vocab.get(spec.eos), pad_token_id: vocab.get(spec.pad), torch_dtype: 'float32',
   };
-  mkdirSync(o.out, { recursive: true });
+  // An existing checkpoint (or any non-empty folder) is never replaced without force.
+  prepareOutputDir(o.out, { flag: '--out', force: o.force, forceFlag: '--force' });
   const model = createModel(config, { seed: full.seed });
+  mkdirSync(o.out, { recursive: true });
   try {
     saveModel(model, o.out);
   } finally {

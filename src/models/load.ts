@@ -7,6 +7,7 @@ import { CheckpointReader, writeSharded } from '../io/checkpoint.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { type DType, type Tensor } from '../tensor/index.js';
 import { readConfig, ConfigError } from './config.js';
+import { checkModelFits } from './size.js';
 import { modelFamily, taskFromArchitectures } from './registry.js';
 import type { PretrainedModel, RawConfig, Task } from './types.js';
 
@@ -33,6 +34,7 @@ export function createModel(config: RawConfig, opts: { dtype?: DType; task?: Tas
   const fam = modelFamily(config.model_type);
   const task = opts.task ?? taskFromArchitectures(config) ?? fam.defaultTask;
   if (!fam.tasks.includes(task)) throw new ConfigError(`${String(config.model_type)} has no ${task} head (supported: ${fam.tasks.join(', ')})`);
+  checkModelFits(config, opts.dtype, `model config (${String(config.model_type)})`);  // before allocating anything
   const model = fam.build(config, { task, dtype: opts.dtype ?? 'float32', numLabels: opts.numLabels });
   model.initWeights(opts.seed ?? 0);
   tie(model);
@@ -51,6 +53,7 @@ export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
   const task = opts.task ?? taskFromArchitectures(config) ?? fam.defaultTask;
   if (!fam.tasks.includes(task)) throw new ConfigError(`${String(config.model_type)} has no ${task} head (supported: ${fam.tasks.join(', ')})`);
   const dtype = opts.dtype ?? 'float32';
+  checkModelFits(config, dtype, `${join(dir, 'config.json')} (${String(config.model_type)})`);  // before allocating anything
   const model = fam.build(config, { task, dtype, numLabels: opts.numLabels });
   try {
     loadWeights(model, dir, opts);

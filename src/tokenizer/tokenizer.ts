@@ -1,6 +1,7 @@
 // Tokenizers from tokenizer.json (HF's Rust `tokenizers`, as a Node addon), with the special tokens,
 // padding side, truncation and chat template of tokenizer_config.json (rendered by @huggingface/jinja).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readRegularFile } from '../io/files.js';
 import { join } from 'node:path';
 import { Tokenizer as RustTokenizer } from 'tokenizers';
 import { Template } from '@huggingface/jinja';
@@ -26,7 +27,7 @@ type Json = Record<string, unknown>;
 function readJson(path: string): Json | null {
   if (!existsSync(path)) return null;
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as Json;
+    return JSON.parse(readRegularFile(path, 'tokenizer file', 'utf8')) as Json;
   } catch (e) {
     throw new Error(`${path} is not valid JSON: ${(e as Error).message}`);
   }
