@@ -2,6 +2,7 @@
 import { readRegularFile } from '../io/files.js';
 import { parse as parseYaml } from 'yaml';
 import { runTraining, type RunConfig } from '../train/run.js';
+import { checkRunKeys } from '../train/run-keys.js';
 import { parseFlags, numberFlag, UsageError } from './common.js';
 
 export const TRAIN_USAGE = `usage: adapterkit train [--config FILE.json|yaml] [options]
@@ -13,6 +14,9 @@ export const TRAIN_USAGE = `usage: adapterkit train [--config FILE.json|yaml] [o
   --lr X --epochs N --max-steps N --batch-size N --grad-accum N --schedule constant|linear|cosine
   --warmup-steps N --eval-every N --save-every N --early-stopping N --seed N --dtype float32|bfloat16
   --max-length N --skip-bad-rows --resume --gradient-checkpointing
+  --overwrite             replace an earlier run in --output (otherwise a non-empty --output is refused)
+  --skip-nonfinite        skip steps with a NaN/infinite loss or gradient (default: stop with an error)
+  exit status: 0 done, 1 error, 2 usage, 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM (both save a checkpoint first)
 config file fields: model, task, method, dtype, output, data{train,eval,valFraction,maxLength,blockSize,...},
   lora{r,loraAlpha,loraDropout,targetModules,...}, training{lr,epochs,maxSteps,batchSize,gradAccum,...}`;
 
@@ -26,6 +30,7 @@ function readConfigFile(path: string): Partial<RunConfig> {
   try {
     const v = /\.ya?ml$/i.test(path) ? parseYaml(text) : JSON.parse(text);
     if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('the top level must be an object');
+    checkRunKeys(v);  // unknown or misspelt keys, before flags are merged in
     return v as Partial<RunConfig>;
   } catch (e) {
     throw new UsageError(`--config ${path}: ${(e as Error).message}`);
@@ -38,7 +43,7 @@ export async function trainCommand(args: string[]): Promise<number> {
   const f = parseFlags(args, {
     config: s, model: s, data: s, 'eval-data': s, task: s, method: s, output: s, r: s, alpha: s, dropout: s, targets: s, dora: b, rslora: b,
     lr: s, epochs: s, 'max-steps': s, 'batch-size': s, 'grad-accum': s, schedule: s, 'warmup-steps': s, 'eval-every': s, 'save-every': s,
-    'early-stopping': s, seed: s, dtype: s, 'max-length': s, 'skip-bad-rows': b, resume: b, 'no-progress': b, 'gradient-checkpointing': b,
+    'early-stopping': s, seed: s, dtype: s, 'max-length': s, 'skip-bad-rows': b, resume: b, overwrite: b, 'skip-nonfinite': b, 'no-progress': b, 'gradient-checkpointing': b,
   }, TRAIN_USAGE);
   const c: Partial<RunConfig> = f.str('config') ? readConfigFile(f.str('config')!) : {};
   c.data = { ...(c.data ?? { train: '' }) };
@@ -75,8 +80,11 @@ export async function trainCommand(args: string[]): Promise<number> {
   if (str('seed')) t.seed = num('seed', true);
   if (f.bool('no-progress')) t.progress = false;
   if (f.bool('gradient-checkpointing')) t.gradientCheckpointing = true;
+  if (f.bool('skip-nonfinite')) t.onNonFiniteLoss = 'skip';
   try {
-    await runTraining(c, { resume: f.bool('resume') });
+    const r = await runTraining(c, { resume: f.bool('resume'), overwrite: f.bool('overwrite') });
+    // Stopped by a signal (after saving): the shell's 128 + signal number, so scripts can tell.
+    if (r.stopped === 'signal') return r.signal === 'SIGTERM' ? 143 : 130;
   } catch (e) {
     if (/training config: .* is required/.test((e as Error).message)) throw new UsageError(`${(e as Error).message}\n\n${TRAIN_USAGE}`);
     throw e;

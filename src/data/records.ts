@@ -24,6 +24,13 @@ export interface BadRowOptions {
 export interface SkipReport {
   skipped: number;
   reasons: string[];
+  /** Every skipped row counted by kind of problem ('missing field "text"': 3); sums to `skipped`. */
+  byReason?: Record<string, number>;
+}
+
+/** The kind of a row problem, without its specifics: 'invalid JSON', 'field "text" must be a string'. */
+export function reasonKind(problem: string): string {
+  return problem.replace(/ \(.*$/s, '').replace(/, got .*$/s, '').replace(/:.*$/s, '').trim();
 }
 
 /** A problem with one row of input, located as `source:line`. */
@@ -49,6 +56,7 @@ export class RowProblem extends Error {
 export class BadRows implements SkipReport {
   skipped = 0;
   reasons: string[] = [];
+  byReason: Record<string, number> = {};
   private readonly policy: BadRowPolicy;
   private readonly keep: number;
 
@@ -63,12 +71,14 @@ export class BadRows implements SkipReport {
     const err = new DataError(source, line, problem);
     if (this.policy === 'error') throw err;
     this.skipped++;
+    const kind = reasonKind(problem);
+    setOwn(this.byReason, kind, (Object.prototype.hasOwnProperty.call(this.byReason, kind) ? this.byReason[kind]! : 0) + 1);
     if (this.reasons.length < this.keep) this.reasons.push(err.message);
   }
 
   /** A plain copy, for results. */
   summary(): SkipReport {
-    return { skipped: this.skipped, reasons: [...this.reasons] };
+    return { skipped: this.skipped, reasons: [...this.reasons], byReason: { ...this.byReason } };
   }
 
   /**

@@ -20,6 +20,8 @@ export interface TrainState {
   dyloraForwardCount: number;
   tokensSeen: number;
   config: unknown;
+  /** sha256 of the training examples: resuming over other data is refused (absent in older checkpoints). */
+  dataHash?: string;
 }
 
 export interface Checkpoint {
@@ -77,6 +79,34 @@ function latestName(root: string): string | null {
   const f = join(root, 'latest');
   if (!existsSync(f)) return null;
   return readFileSync(f, 'utf8').trim() || null;
+}
+
+function isComplete(dir: string): boolean {
+  return ['trainer_state.json', 'trainable.safetensors', 'optimizer.safetensors'].every((f) => existsSync(join(dir, f)));
+}
+
+/**
+ * Where a resume starts: the checkpoint `latest` names when it is complete, else the newest
+ * complete step-* folder (a kill between the rename and the write of `latest`, or a deleted or
+ * damaged `latest`), with a note saying so; null when there is no usable checkpoint at all.
+ */
+export function findResumeCheckpoint(root: string): { dir: string; note: string | null } | null {
+  if (!existsSync(root)) return null;
+  let named: string | null = null;
+  try { named = latestName(root); } catch { /* unreadable latest: fall back to the folders */ }
+  if (named && /^step-\d{8}$/.test(named) && isComplete(join(root, named))) return { dir: join(root, named), note: null };
+  const steps = readdirSync(root).filter((d) => /^step-\d{8}$/.test(d)).sort().reverse();
+  const newest = steps.find((d) => isComplete(join(root, d)));
+  if (!newest) return null;
+  const why = named ? `${join(root, 'latest')} names ${named}, which is incomplete or missing` : `${join(root, 'latest')} is missing`;
+  return { dir: join(root, newest), note: `${why}; resuming from the newest complete checkpoint, ${newest}` };
+}
+
+/** Reads the checkpoint in `dir` (a step-* folder). */
+export function loadCheckpoint(dir: string): Checkpoint {
+  const state = JSON.parse(readFileSync(join(dir, 'trainer_state.json'), 'utf8')) as TrainState;
+  if (state.version !== 1) throw new Error(`${dir}: unsupported trainer_state version ${String(state.version)}`);
+  return { dir, state, trainable: readSafetensors(join(dir, 'trainable.safetensors')), optimizer: readSafetensors(join(dir, 'optimizer.safetensors')) };
 }
 
 /** The checkpoint `latest` names, or null when there is none. */

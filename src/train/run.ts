@@ -1,7 +1,7 @@
 // A whole training run from one configuration (what `adapterkit train` executes): model and
 // tokenizer, data files -> examples for the task, LoRA or full fine-tuning, the trainer, outputs.
 import { join } from 'node:path';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { loadModel } from '../models/load.js';
 import { HFTokenizer } from '../tokenizer/tokenizer.js';
 import { PeftModel, type LoraConfig } from '../adapters/index.js';
@@ -12,6 +12,9 @@ import {
 import type { DType } from '../tensor/index.js';
 import type { Task } from '../models/types.js';
 import { Trainer, type TrainerConfig, type TrainResult } from './trainer.js';
+import { checkRunKeys } from './run-keys.js';
+import { prepareRunOutput, reportSkipped } from './run-output.js';
+import { writeFileAtomic } from '../io/atomic.js';
 
 export type RunTask = 'causal-lm' | 'instruction' | 'sequence-classification' | 'token-classification';
 
@@ -46,6 +49,7 @@ const MODEL_TASK: Record<RunTask, Task> = {
 };
 
 export function validateRunConfig(c: Partial<RunConfig>): RunConfig {
+  checkRunKeys(c);  // first: a misspelt "modle" should say so, not that "model" is missing
   const need = (v: unknown, name: string) => { if (v === undefined || v === null || v === '') throw new Error(`training config: "${name}" is required`); };
   need(c.model, 'model');
   need(c.data?.train, 'data.train');
@@ -74,19 +78,23 @@ async function buildExamples(records: DataRecord[], tok: HFTokenizer, c: RunConf
   }
 }
 
-export async function runTraining(config: Partial<RunConfig>, o: { resume?: boolean; log?: (s: string) => void } = {}): Promise<TrainResult> {
+export async function runTraining(config: Partial<RunConfig>, o: { resume?: boolean; overwrite?: boolean; log?: (s: string) => void } = {}): Promise<TrainResult> {
   const c = validateRunConfig(config);
   const log = o.log ?? ((s: string) => console.log(s));
+  // Before anything costly: never into an earlier run's folder without overwrite; resume needs a checkpoint.
+  prepareRunOutput(c.output, c.model, o, log);
   const tok = HFTokenizer.fromDir(c.model);
   const trainRead = readRecords(c.data.train, { onBadRow: c.data.onBadRow ?? 'error' });
-  if (trainRead.skipped) log(`skipped ${trainRead.skipped} bad rows in ${c.data.train}: ${trainRead.reasons.join('; ')}`);
   const built = await buildExamples(trainRead.records, tok, c);
+  reportSkipped(c.data.train, [trainRead, built], log);  // rows dropped while reading and while building, by reason
   let train: Example[] = built.examples;
   let evalSet: Example[] = [];
   const label2id = (built as { label2id?: Record<string, number> }).label2id;
   if (c.data.eval) {
     const r = readRecords(c.data.eval, { onBadRow: c.data.onBadRow ?? 'error' });
-    evalSet = (await buildExamples(r.records, tok, c, label2id)).examples;
+    const b = await buildExamples(r.records, tok, c, label2id);
+    reportSkipped(c.data.eval, [r, b], log);
+    evalSet = b.examples;
   } else if ((c.data.valFraction ?? 0.1) > 0 && Math.floor(train.length * (c.data.valFraction ?? 0.1)) < 1) {
     log(`only ${train.length} examples: no validation split (set data.eval or data.valFraction)`);
   } else if ((c.data.valFraction ?? 0.1) > 0) {
@@ -108,7 +116,7 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
   } else model.requiresGrad_(true);
   log(`data: ${train.length} training and ${evalSet.length} evaluation examples (${c.task})`);
   mkdirSync(c.output, { recursive: true });
-  writeFileSync(join(c.output, 'run_config.json'), JSON.stringify(c, null, 2) + '\n');
+  writeFileAtomic(join(c.output, 'run_config.json'), new TextEncoder().encode(JSON.stringify(c, null, 2) + '\n'));
   const trainer = new Trainer({
     model, peft, train, eval: evalSet, collate: collateOptions(tok),
     config: { task: MODEL_TASK[c.task] === 'causal-lm' ? 'causal-lm' : (c.task as 'sequence-classification' | 'token-classification'), evalEvery: 50, ...c.training, outputDir: c.output },

@@ -3,6 +3,7 @@
 // exact resume (data position, optimizer, step, RNG); SIGINT/SIGTERM save and stop cleanly.
 import { appendFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { tidy, noGrad, manualSeed, type Tensor } from '../tensor/index.js';
 import type { PretrainedModel } from '../models/types.js';
 import { saveModel } from '../models/load.js';
@@ -13,7 +14,9 @@ import { lrAt, type ScheduleKind } from './schedule.js';
 import { clipGradNorm } from './clip.js';
 import { accuracy, macroF1 } from './metrics.js';
 import { lossParts, fusedCausalLmLoss, itemCount, IGNORE, type TrainTask } from './loss.js';
-import { saveCheckpoint, loadLatestCheckpoint, type TrainState } from './checkpoint.js';
+import { saveCheckpoint, findResumeCheckpoint, loadCheckpoint, type TrainState } from './checkpoint.js';
+import { truncateMetrics } from './metrics-file.js';
+import { firstNonFinite } from '../models/finite.js';
 import { ProgressBar } from './progress.js';
 import { checkpointedBackward } from './checkpointing.js';
 import { writeCurveHtml, type CurvePoint } from './curve.js';
@@ -49,6 +52,11 @@ export interface TrainerConfig {
   progress: boolean;
   /** Recompute each block in the backward instead of keeping its activations (less memory, ~1/3 more compute). */
   gradientCheckpointing: boolean;
+  /**
+   * A step whose loss or gradient norm is NaN or infinite: 'error' (default) stops the run before
+   * the update, 'skip' drops that step's update and counts it (reported at the end).
+   */
+  onNonFiniteLoss: 'error' | 'skip';
 }
 
 export const DEFAULT_TRAINER: TrainerConfig = {
@@ -56,6 +64,7 @@ export const DEFAULT_TRAINER: TrainerConfig = {
   schedule: 'linear', warmupSteps: 0, warmupRatio: 0, epochs: 1, maxSteps: null, batchSize: 8, gradAccum: 1, maxGradNorm: 1,
   labelSmoothing: 0, evalEvery: null, evalBatchSize: 32, earlyStoppingPatience: null, saveEvery: null, keepCheckpoints: 2,
   outputDir: null, seed: 0, logEvery: 10, bucketBatches: 0, progress: true, gradientCheckpointing: false,
+  onNonFiniteLoss: 'error',
 };
 
 export interface EvalResult {
@@ -75,6 +84,10 @@ export interface TrainResult {
   evals: { step: number; result: EvalResult }[];
   tokensPerSecond: number;
   outputDir: string | null;
+  /** Steps whose update was dropped for a non-finite loss or gradient (onNonFiniteLoss 'skip'). */
+  skippedSteps: number;
+  /** The signal that stopped the run, when stopped is 'signal'. */
+  signal?: 'SIGINT' | 'SIGTERM';
 }
 
 export interface TrainerOptions {
@@ -97,6 +110,7 @@ function validate(c: TrainerConfig): void {
   if (!['constant', 'linear', 'cosine'].includes(c.schedule)) throw new Error(`training config: schedule must be constant, linear or cosine, got "${c.schedule}"`);
   if (!['causal-lm', 'sequence-classification', 'token-classification'].includes(c.task)) throw new Error(`training config: unknown task "${c.task}"`);
   if (c.maxSteps !== null && !(Number.isInteger(c.maxSteps) && c.maxSteps > 0)) throw new Error('training config: maxSteps must be a positive integer');
+  if (!['error', 'skip'].includes(c.onNonFiniteLoss)) throw new Error(`training config: onNonFiniteLoss must be error or skip, got ${JSON.stringify(c.onNonFiniteLoss)}`);
 }
 
 const mixSeed = (a: number, b: number) => (Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 1, 0xc2b2ae35)) >>> 1;
@@ -108,6 +122,7 @@ export class Trainer {
   private readonly optimizer: Optimizer;
   private readonly log: (line: string) => void;
   private stopRequested: 'signal' | 'requested' | null = null;
+  private signal: 'SIGINT' | 'SIGTERM' | undefined;
 
   constructor(private readonly o: TrainerOptions) {
     this.config = { ...DEFAULT_TRAINER, ...o.config };
@@ -204,13 +219,32 @@ export class Trainer {
     return {
       version: 1, step, microStep: micro, epoch: this.loader.epoch, loader: this.loader.state(), optimizerSteps: this.optimizer.stepCount,
       bestMetric: best.metric, bestStep: best.step, evalsWithoutImprovement: best.bad, dyloraForwardCount: this.o.peft?.dyloraStep ?? 0,
-      tokensSeen: tokens, config: this.config,
+      tokensSeen: tokens, config: this.config, dataHash: this.dataHash(),
     };
+  }
+
+  private dataHashCache: string | null = null;
+
+  /** sha256 of the training examples (ids and labels, in order): resume refuses other data. */
+  private dataHash(): string {
+    if (this.dataHashCache === null) {
+      const h = createHash('sha256');
+      for (const e of this.o.train) h.update(JSON.stringify(['label' in e ? e.label : e.labels, e.inputIds]) + '\n');
+      this.dataHashCache = h.digest('hex');
+    }
+    return this.dataHashCache;
+  }
+
+  /** Refuses to write weights holding NaN or infinity anywhere (checkpoint, best/, final/). */
+  private assertFiniteWeights(what: string): void {
+    const bad = firstNonFinite(this.named);
+    if (bad) throw new Error(`not saving ${what}: ${bad.name} holds ${bad.what} (training diverged; lower the learning rate, lr ${this.config.lr})`);
   }
 
   private save(step: number, micro: number, best: { metric: number | null; step: number | null; bad: number }, tokens: number): void {
     const dir = this.config.outputDir;
     if (!dir) return;
+    this.assertFiniteWeights(`the checkpoint at step ${step}`);
     saveCheckpoint(join(dir, 'checkpoints'), this.trainerState(step, micro, best, tokens), new Map(this.named), this.optimizer.stateTensors(), {
       keep: this.config.keepCheckpoints,
       extra: (tmp) => this.exportWeights(join(tmp, 'model')),
@@ -226,6 +260,7 @@ export class Trainer {
   private saveBest(): void {
     const dir = this.config.outputDir;
     if (!dir) return;
+    this.assertFiniteWeights('best/');
     const tmp = join(dir, `.best-tmp-${process.pid}`);
     rmSync(tmp, { recursive: true, force: true });
     this.exportWeights(tmp);
@@ -245,8 +280,19 @@ export class Trainer {
     const metricsFile = c.outputDir ? join(c.outputDir, 'metrics.jsonl') : null;
     if (c.outputDir) mkdirSync(c.outputDir, { recursive: true });
     if (this.o.resume && c.outputDir) {
-      const ck = loadLatestCheckpoint(join(c.outputDir, 'checkpoints'));
-      if (ck) {
+      const found = findResumeCheckpoint(join(c.outputDir, 'checkpoints'));
+      if (!found) throw new Error(`cannot resume: ${join(c.outputDir, 'checkpoints')} holds no complete checkpoint; start a new run without resume`);
+      if (found.note) this.log(found.note);
+      const ck = loadCheckpoint(found.dir);
+      try {
+        if (ck.state.dataHash !== undefined && ck.state.dataHash !== this.dataHash()) {
+          throw new Error(`cannot resume from ${ck.dir}: the training data differs from the data it was trained on (examples hash ${ck.state.dataHash.slice(0, 12)}…, now ${this.dataHash().slice(0, 12)}…); resume with the same data and settings, or start a new run`);
+        }
+      } catch (e) {
+        for (const t of [...ck.trainable.values(), ...ck.optimizer.values()]) t.dispose();
+        throw e;
+      }
+      {
         this.restore(ck.trainable, ck.optimizer, ck.state);
         step = ck.state.step;
         micro = ck.state.microStep;
@@ -256,6 +302,8 @@ export class Trainer {
         best.bad = ck.state.evalsWithoutImprovement;
         for (const t of [...ck.trainable.values(), ...ck.optimizer.values()]) t.dispose();
         this.log(`resumed from ${ck.dir} at step ${step}`);
+        // Lines a killed run logged after this checkpoint would repeat: keep only those up to it.
+        if (metricsFile) truncateMetrics(metricsFile, step);
       }
     }
     const trainCurve: CurvePoint[] = [];
@@ -264,7 +312,11 @@ export class Trainer {
     const evals: { step: number; result: EvalResult }[] = [];
     const record = (r: Record<string, unknown>) => { if (metricsFile) appendFileSync(metricsFile, JSON.stringify(r) + '\n'); };
     const bar = c.progress ? new ProgressBar('train') : null;
-    const onSignal = () => { this.stopRequested = 'signal'; };
+    const onSignal = (sig: NodeJS.Signals) => {
+      this.stopRequested = 'signal';
+      this.signal = sig === 'SIGTERM' ? 'SIGTERM' : 'SIGINT';
+    };
+    let skippedSteps = 0;
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     const params = this.named.map(([, t]) => t);
@@ -296,14 +348,28 @@ export class Trainer {
             tokens += (it.batch.attentionMask as number[][]).reduce((s, r) => s + r.reduce((a, b) => a + b, 0), 0);
           });
         }
-        if (c.maxGradNorm > 0) clipGradNorm(params, c.maxGradNorm);
+        const gradNorm = clipGradNorm(params, c.maxGradNorm);  // the norm is checked even when not clipping
         this.optimizer.lr = lrAt(sched, step);
-        this.optimizer.step();
+        if (Number.isFinite(stepLoss) && Number.isFinite(gradNorm)) this.optimizer.step();
+        else {
+          // A NaN or infinite loss or gradient would poison every weight it touches; the update is
+          // never applied, so no checkpoint, best/ or final/ can hold such weights.
+          const what = Number.isFinite(stepLoss) ? `the gradient norm is ${gradNorm}` : `the loss is ${stepLoss}`;
+          this.optimizer.zeroGrad();
+          if (c.onNonFiniteLoss !== 'skip') {
+            throw new Error(`step ${step + 1}: ${what}; training stopped before applying it. Lower the learning rate (lr ${c.lr}) or check the data; ` +
+              'to skip such steps instead, set training.onNonFiniteLoss: skip (--skip-nonfinite)');
+          }
+          skippedSteps++;
+          record({ step: step + 1, skipped: 'non-finite', loss: String(stepLoss), grad_norm: String(gradNorm) });
+        }
         this.optimizer.zeroGrad();
         step++;
-        lastLoss = stepLoss;
-        emaLoss = Number.isNaN(emaLoss) ? stepLoss : 0.9 * emaLoss + 0.1 * stepLoss;
-        trainCurve.push({ step, value: stepLoss });
+        if (Number.isFinite(stepLoss)) {  // a skipped step leaves the average and the curve alone
+          lastLoss = stepLoss;
+          emaLoss = Number.isNaN(emaLoss) ? stepLoss : 0.9 * emaLoss + 0.1 * stepLoss;
+          trainCurve.push({ step, value: stepLoss });
+        }
         const tokPerSec = (tokens - tokens0) / Math.max(1e-3, (Date.now() - t0) / 1000);
         bar?.update({ step, total, loss: emaLoss, lr: this.optimizer.lr, tokPerSec });
         if (step % c.logEvery === 0 || step === total) record({ step, loss: stepLoss, lr: this.optimizer.lr, tokens, tok_per_s: tokPerSec });
@@ -314,7 +380,8 @@ export class Trainer {
           const metric = higherIsBetter ? r.accuracy! : r.loss;
           if (higherIsBetter) metricCurve.push({ step, value: metric });
           record({ step, eval_loss: r.loss, eval_accuracy: r.accuracy, eval_f1: r.f1, eval_perplexity: r.perplexity });
-          const improved = best.metric === null || (higherIsBetter ? metric > best.metric : metric < best.metric);
+          // A NaN or infinite evaluation is never the best model.
+          const improved = Number.isFinite(metric) && (best.metric === null || (higherIsBetter ? metric > best.metric : metric < best.metric));
           if (improved) {
             best.metric = metric;
             best.step = step;
@@ -342,9 +409,10 @@ export class Trainer {
       bar?.done();
       this.o.model.eval();
     }
+    if (skippedSteps) this.log(`skipped ${skippedSteps} of ${step} steps with a non-finite loss or gradient (their updates were not applied)`);
     if (c.outputDir) {
       if (stopped === 'done' || stopped === 'early-stopping') {
-        this.save(step, micro, best, tokens);
+        this.save(step, micro, best, tokens);  // checks the weights are finite first
         this.exportWeights(join(c.outputDir, 'final'));
       }
       writeCurveHtml(join(c.outputDir, 'curve.html'), `adapterkit training (${c.task})`, trainCurve, evalCurve, higherIsBetter ? { name: 'accuracy', points: metricCurve } : null);
@@ -352,6 +420,7 @@ export class Trainer {
     return {
       steps: step, stopped, finalLoss: lastLoss, bestMetric: best.metric, bestStep: best.step, evals,
       tokensPerSecond: (tokens - tokens0) / Math.max(1e-3, (Date.now() - t0) / 1000), outputDir: c.outputDir,
+      skippedSteps, ...(stopped === 'signal' ? { signal: this.signal ?? 'SIGINT' } : {}),
     };
   }
 
