@@ -182,7 +182,7 @@ function setState(layer: LoraLayer, name: string, A: number[][], B: number[][], 
 
 /** Tiny llama with LoRA "a" and "b" on q_proj (both layers), A/B overwritten with the literals above. */
 function handSet(): PeftModel {
-  const m = loadModel(join(HF, 'llama'));
+  const m = loadModel(join(HF, 'llama'), { dtype: 'float32' });
   const peft = PeftModel.create(m, { r: 2, loraAlpha: 4, targetModules: ['q_proj'] }, { adapterName: 'a' });
   peft.addAdapter('b', { r: 2, loraAlpha: 2, targetModules: ['q_proj'] });
   for (const p of Q) {
@@ -392,7 +392,7 @@ test('errors: mixed ranks for linear, missing density, unknown adapter', () => t
 // ---------------------------------------------------------------------------------------------
 
 test('cat with weights [1, 1] runs like a and b active together (and so does full-rank svd)', () => tidy(() => {
-  const m = loadModel(join(HF, 'llama'));
+  const m = loadModel(join(HF, 'llama'), { dtype: 'float32' });
   const peft = PeftModel.create(m, { r: 2, loraAlpha: 4, initLoraWeights: false, targetModules: ['q_proj', 'v_proj'] }, { adapterName: 'a', seed: 1 });
   peft.addAdapter('b', { r: 3, loraAlpha: 2, initLoraWeights: false, targetModules: ['q_proj', 'o_proj'] }, { seed: 2 });
   const ids = tensor([[61, 66, 22, 13, 70, 33, 71], [5, 9, 17, 33, 2, 8, 90]], { dtype: 'int64' });
@@ -416,7 +416,7 @@ test('cat with weights [1, 1] runs like a and b active together (and so does ful
 }));
 
 test('GPT-2 Conv1D: svd works in the [out, in] orientation (B [out, k], A [k, in])', () => tidy(() => {
-  const m = loadModel(join(HF, 'gpt2'));
+  const m = loadModel(join(HF, 'gpt2'), { dtype: 'float32' });
   const peft = PeftModel.create(m, { r: 2, loraAlpha: 4, initLoraWeights: false, targetModules: ['c_attn'] }, { adapterName: 'a', seed: 3 });
   peft.addAdapter('b', { r: 2, loraAlpha: 2, initLoraWeights: false, targetModules: ['c_attn'] }, { seed: 4 });
   assert.equal(addWeightedAdapter(peft, ['a', 'b'], [1, -0.5], 'c', { combination: 'svd', svdRank: 4 }), 4);

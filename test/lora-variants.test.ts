@@ -29,7 +29,7 @@ function perturb(peft: PeftModel, seed: number): void {
 }
 
 test('PiSSA: base + adapter equals the original at init; the base keeps the residual; saved as rank 2r for the original base', () => tidy(() => {
-  const m = loadModel(join(HF, 'llama'));
+  const m = loadModel(join(HF, 'llama'), { dtype: 'float32' });
   const ids = x();
   const before = out(m, ids);
   const wq = m.getParameter('model.layers.0.self_attn.q_proj.weight').clone();
@@ -44,7 +44,7 @@ test('PiSSA: base + adapter equals the original at init; the base keeps the resi
   const tuned = out(m, ids);
   const dir = mkdtempSync(join(tmpdir(), 'ak-pissa-'));
   savePeftAdapters(peft, dir);
-  const fresh = loadModel(join(HF, 'llama'));  // the ORIGINAL base
+  const fresh = loadModel(join(HF, 'llama'), { dtype: 'float32' });  // the ORIGINAL base
   const p2 = loadPeftAdapter(fresh, dir);
   assert.equal((p2.configs.get('default') as unknown as { r: number }).r, 8, 'rank doubled by the conversion');
   assert.ok(diff(out(fresh, ids), tuned) < 1e-4, 'the converted adapter on the original base equals the PiSSA model');
@@ -57,7 +57,7 @@ test('CorDA: covariance from sample data; ipm and kpm both start as the base; ip
   const samples = [randint(0, 96, [2, 7], { seed: 1 }), randint(0, 96, [2, 7], { seed: 2 })];
   const norms: Record<string, number> = {};
   for (const method of ['ipm', 'kpm'] as const) {
-    const m = loadModel(join(HF, 'llama'));
+    const m = loadModel(join(HF, 'llama'), { dtype: 'float32' });
     const before = out(m, ids);
     PeftModel.create(m, { r: 2, loraAlpha: 4, initLoraWeights: 'corda', cordaMethod: method, targetModules: ['q_proj'] }, { samples });
     assert.ok(diff(out(m, ids), before) < 1e-4, `${method}: unchanged at init`);
@@ -66,11 +66,11 @@ test('CorDA: covariance from sample data; ipm and kpm both start as the base; ip
     m.dispose();
   }
   assert.ok(norms.ipm! > norms.kpm!, `ipm ${norms.ipm} > kpm ${norms.kpm}`);
-  assert.throws(() => PeftModel.create(loadModel(join(HF, 'llama')), { initLoraWeights: 'corda' }), /CorDA needs sample data/);
+  assert.throws(() => PeftModel.create(loadModel(join(HF, 'llama'), { dtype: 'float32' }), { initLoraWeights: 'corda' }), /CorDA needs sample data/);
 }));
 
 test('DoRA: starts as the base; the magnitude trains; the weight norm is detached as in PEFT', () => tidy(() => {
-  const m = loadModel(join(HF, 'llama'));
+  const m = loadModel(join(HF, 'llama'), { dtype: 'float32' });
   const ids = x();
   const before = out(m, ids);
   PeftModel.create(m, { r: 2, loraAlpha: 4, useDora: true, initLoraWeights: false, targetModules: ['q_proj'] }, { seed: 5 });
@@ -107,7 +107,7 @@ test('DoRA: starts as the base; the magnitude trains; the weight norm is detache
 }));
 
 test('DyLoRA: sampled ranks in training; every truncation is a valid adapter; loss degrades gracefully', () => tidy(() => {
-  const m = loadModel(join(HF, 'gpt2'));
+  const m = loadModel(join(HF, 'gpt2'), { dtype: 'float32' });
   const ids = keep(randint(0, 96, [4, 12], { seed: 11 }));
   const lossAt = (peft: PeftModel, rank: number | null): number => noGrad(() => tidy(() => {
     m.eval();
@@ -143,7 +143,7 @@ test('DyLoRA: sampled ranks in training; every truncation is a valid adapter; lo
   const at2 = out(m, ids);
   const dir = mkdtempSync(join(tmpdir(), 'ak-dylora-'));
   savePeftAdapters(peft, dir, { dyloraRank: 2 });
-  const fresh = loadModel(join(HF, 'gpt2'));
+  const fresh = loadModel(join(HF, 'gpt2'), { dtype: 'float32' });
   const p2 = loadPeftAdapter(fresh, dir);
   assert.equal((p2.configs.get('default') as unknown as { r: number; dylora: boolean }).r, 2);
   assert.ok(diff(out(fresh, ids), at2) < 1e-5);

@@ -22,7 +22,7 @@ const maxDiff = (a: Tensor, b: Tensor) => tidy(() => a.sub(b).abs().max().item()
 const json = (p: string) => JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
 
 test('injection: default targets, HF/PEFT module paths, frozen base, trainable count', () => tidy(() => {
-  const m = loadModel(join(HF, 'llama'));
+  const m = loadModel(join(HF, 'llama'), { dtype: 'float32' });
   const base = m.numParameters();
   const peft = PeftModel.create(m, { r: 4, loraAlpha: 8 });
   const paths = peft.tunerLayers().map(([p]) => p);
@@ -35,19 +35,21 @@ test('injection: default targets, HF/PEFT module paths, frozen base, trainable c
   assert.equal(m.numParameters({ trainableOnly: true }), trainable);
   assert.equal(peft.printTrainableParameters(() => {}), `trainable params: ${trainable.toLocaleString("en-US")} || all params: ${(base + trainable).toLocaleString("en-US")} || trainable%: ${((100 * trainable) / (base + trainable)).toFixed(4)}`);
   // Regex, all-linear, layers_to_transform.
-  const m2 = loadModel(join(HF, 'llama'));
-  const p2 = PeftModel.create(m2, { targetModules: '.*\\.(k|o)_proj', layersToTransform: [1] });
+  const m2 = loadModel(join(HF, 'llama'), { dtype: 'float32' });
+  const p2 = PeftModel.create(m2, { targetModules: ['k_proj', 'o_proj'], layersToTransform: [1] });
   assert.deepEqual(p2.tunerLayers().map(([p]) => p), ['model.layers.1.self_attn.k_proj', 'model.layers.1.self_attn.o_proj']);
-  const m3 = loadModel(join(HF, 'gpt2'));
+  // PEFT's LoraConfig refuses layers_to_transform with a regex target (the regex must select layers itself).
+  assert.throws(() => PeftModel.create(loadModel(join(HF, 'llama'), { dtype: 'float32' }), { targetModules: '.*\\.(k|o)_proj', layersToTransform: [1] }), /layers_to_transform must be null when target_modules is a string/);
+  const m3 = loadModel(join(HF, 'gpt2'), { dtype: 'float32' });
   const p3 = PeftModel.create(m3, { targetModules: 'all-linear' });
   assert.equal(p3.tunerLayers().length, 8);  // c_attn, c_proj, c_fc, c_proj x 2 layers; lm_head excluded
-  assert.throws(() => PeftModel.create(loadModel(join(HF, 'llama')), { targetModules: ['nope_proj'] }), /matched no module.*q_proj/);
-  assert.throws(() => PeftModel.create(loadModel(join(HF, 'llama')), { r: 0 }), /r must be a positive integer/);
+  assert.throws(() => PeftModel.create(loadModel(join(HF, 'llama'), { dtype: 'float32' }), { targetModules: ['nope_proj'] }), /matched no module.*q_proj/);
+  assert.throws(() => PeftModel.create(loadModel(join(HF, 'llama'), { dtype: 'float32' }), { r: 0 }), /r must be a positive integer/);
   for (const x of [m, m2, m3]) x.dispose();
 }));
 
 test('with B = 0 the output equals the base exactly; kaiming-uniform A bound 1/sqrt(in)', () => tidy(() => {
-  const m = loadModel(join(HF, 'gpt2'));
+  const m = loadModel(join(HF, 'gpt2'), { dtype: 'float32' });
   const x = ids();
   const before = logits(m, x);
   const peft = PeftModel.create(m, { r: 4, targetModules: ['c_attn', 'c_fc'] });
@@ -66,7 +68,7 @@ function randomized(model: PretrainedModel, config: Record<string, unknown>): Pe
 
 test('merge equals unmerged within 1e-5; unmerge restores the base bit for bit; bf16 merges', () => tidy(() => {
   for (const fix of ['gpt2', 'llama']) {
-    const m = loadModel(join(HF, fix));
+    const m = loadModel(join(HF, fix), { dtype: 'float32' });
     const x = ids();
     const base = logits(m, x);
     const w0 = m.namedParameters().map(([n, t]) => [n, t.clone()] as const);
@@ -94,7 +96,7 @@ test('merge equals unmerged within 1e-5; unmerge restores the base bit for bit; 
 }));
 
 test('gradients reach only adapter parameters', () => tidy(() => {
-  const m = loadModel(join(HF, 'gpt2'));
+  const m = loadModel(join(HF, 'gpt2'), { dtype: 'float32' });
   randomized(m, { targetModules: ['c_attn'], modulesToSave: null, bias: 'none' });
   m.train();
   const x = ids();
@@ -111,7 +113,7 @@ test('gradients reach only adapter parameters', () => tidy(() => {
 }));
 
 test('many adapters: set, disable, delete, and a mixed batch equals each row alone', () => tidy(() => {
-  const m = loadModel(join(HF, 'llama'));
+  const m = loadModel(join(HF, 'llama'), { dtype: 'float32' });
   const peft = randomized(m, { targetModules: ['q_proj', 'v_proj', 'down_proj'] });
   peft.addAdapter('two', { r: 2, loraAlpha: 4, initLoraWeights: false, targetModules: ['q_proj', 'o_proj'] }, { seed: 9 });
   const x = ids();
@@ -139,7 +141,7 @@ test('many adapters: set, disable, delete, and a mixed batch equals each row alo
 }));
 
 test('save -> load is exact; PEFT keys and config fields; non-default adapters in a subfolder', () => tidy(() => {
-  const m = loadModel(join(HF, 'llama'));
+  const m = loadModel(join(HF, 'llama'), { dtype: 'float32' });
   const peft = randomized(m, { useDora: false, rankPattern: { down_proj: 2 }, targetModules: ['q_proj', 'down_proj'] });
   peft.addAdapter('other', { r: 3, initLoraWeights: false, targetModules: ['v_proj'] }, { seed: 3 });
   const x = ids();
@@ -155,7 +157,7 @@ test('save -> load is exact; PEFT keys and config fields; non-default adapters i
   assert.ok(keys.every((k) => !k.includes('default')));
   assert.deepEqual(readSafetensors(join(dir, 'adapter_model.safetensors')).get('base_model.model.model.layers.1.mlp.down_proj.lora_B.weight')!.shape, [32, 2]);
   assert.ok(json(join(dir, 'other', 'adapter_config.json')).r === 3);
-  const fresh = loadModel(join(HF, 'llama'));
+  const fresh = loadModel(join(HF, 'llama'), { dtype: 'float32' });
   const back = loadPeftAdapter(fresh, dir);
   assert.equal(maxDiff(logits(fresh, x), want), 0);
   loadPeftAdapter(back, join(dir, 'other'), { adapterName: 'other' });
@@ -170,13 +172,13 @@ for (const c of ['gpt2-lora', 'llama-lora-rslora-pattern', 'llama-dora']) {
     const idsRow = (exp.input_ids as number[][])[0]!;
     const want = exp.merged_logprobs as number[];
     const base = join(root, 'test/fixtures', exp.base_case as string);
-    const r = spawnSync(process.execPath, [join(root, 'bin/adapterkit.js'), 'score', '--model', base, '--ids', idsRow.join(','), '--adapter', join(PEFT, c), '--json'], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [join(root, 'bin/adapterkit.js'), 'score', '--model', base, '--ids', idsRow.join(','), '--adapter', join(PEFT, c), '--json', '--dtype', 'float32'], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as { logprobs: number[]; nll: number };
     got.logprobs.forEach((lp, i) => assert.ok(Math.abs(lp - want[i]!) < 1e-4, `${c} logprob ${i}: ${lp} vs ${want[i]}`));
     assert.ok(Math.abs(got.nll - (exp.merged_nll as number)) < 1e-4);
     // Library path, merged, agrees as well.
-    const m = loadModel(base);
+    const m = loadModel(base, { dtype: 'float32' });
     const peft = loadPeftAdapter(m, join(PEFT, c));
     peft.merge();
     score(m, idsRow).logprobs.forEach((lp, i) => assert.ok(Math.abs(lp - want[i]!) < 1e-4));
@@ -186,7 +188,7 @@ for (const c of ['gpt2-lora', 'llama-lora-rslora-pattern', 'llama-dora']) {
 
 test('bert-seqcls-lora: modules_to_save classifier from a PEFT file', () => tidy(() => {
   const exp = json(join(PEFT, 'bert-seqcls-lora', 'expected.json'));
-  const m = loadModel(join(HF, 'bert-seqcls'));
+  const m = loadModel(join(HF, 'bert-seqcls'), { dtype: 'float32' });
   loadPeftAdapter(m, join(PEFT, 'bert-seqcls-lora'));
   const x = tensor(exp.input_ids as number[][], { dtype: 'int64' });
   const am = exp.attention_mask ? tensor(exp.attention_mask as number[][], { dtype: 'int64' }) : null;
@@ -198,7 +200,7 @@ test('bert-seqcls-lora: modules_to_save classifier from a PEFT file', () => tidy
 }));
 
 test('adapters made for another base, and malformed adapter folders, are clear errors', () => {
-  const gpt = loadModel(join(HF, 'gpt2'));
+  const gpt = loadModel(join(HF, 'gpt2'), { dtype: 'float32' });
   assert.throws(() => loadPeftAdapter(gpt, join(PEFT, 'llama-dora')), /matched no module/);
   gpt.dispose();
   // Same module names, other sizes: a shape mismatch names the key.
@@ -207,7 +209,7 @@ test('adapters made for another base, and malformed adapter folders, are clear e
   const w = readSafetensors(join(dir, 'adapter_model.safetensors'));
   w.set('base_model.model.transformer.h.1.attn.c_attn.lora_A.weight', randint(0, 3, [4, 31]).to('float32'));
   writeSafetensors(join(dir, 'adapter_model.safetensors'), w);
-  const g2 = loadModel(join(HF, 'gpt2'));
+  const g2 = loadModel(join(HF, 'gpt2'), { dtype: 'float32' });
   assert.throws(() => loadPeftAdapter(g2, dir), /transformer\.h\.1\.attn\.c_attn\.lora_A\.weight: the adapter has shape \[4, 31\] but this model needs \[4, 32\]/);
   assert.equal(g2.namedParameters().filter(([n]) => n.includes('lora')).length, 0, 'a failed load leaves the model as it was');
   const cfg = json(join(dir, 'adapter_config.json'));

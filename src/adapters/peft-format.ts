@@ -60,6 +60,7 @@ export function savePeftAdapters(peft: PeftModel, dir: string, opts: SaveOptions
     for (const [path, m] of peft.model.namedModules()) {
       if (m instanceof ModulesToSave) for (const [k, t] of m.adapterState(name)) tensors.set(`${PREFIX}${path}.${k}`, t);
     }
+    for (const [k, t] of trainedBiases(peft, config)) tensors.set(`${PREFIX}${k}`, t);
     const json = method.toJson(config);
     if (converted) {
       // As PEFT's save_pretrained(path_initial_model_for_weight_conversion=...): rank doubles, alpha
@@ -92,6 +93,44 @@ export function savePeftAdapters(peft: PeftModel, dir: string, opts: SaveOptions
     }
     writeFileAtomic(join(out, 'adapter_config.json'), new TextEncoder().encode(JSON.stringify(json, null, 2) + '\n'));
   }
+}
+
+/**
+ * PEFT's BaseTuner._get_learnable_bias_state_dict: bias "all" saves every `.bias` of the model under
+ * its state-dict name (a wrapped layer's as `<path>.base_layer.bias`, a modules_to_save original as
+ * `<path>.original_module.bias`); "lora_only" the base_layer biases of the tuner layers. Adapter
+ * tensors (lora_B biases) and modules_to_save copies are saved by their owners.
+ */
+function trainedBiases(peft: PeftModel, config: AdapterConfigBase): [string, Tensor][] {
+  const bias = (config as { bias?: string }).bias ?? 'none';
+  if (bias === 'none') return [];
+  if (bias === 'all') {
+    return peft.model.namedParameters().filter(([n]) => n.endsWith('.bias') && !/\.lora_[A-Za-z_]+\./.test(n) && !/(^|\.)modules_to_save\./.test(n));
+  }
+  const out: [string, Tensor][] = [];
+  for (const [path, layer] of peft.tunerLayers()) {
+    const b = layer.baseLayer.ownParameters().find(([n]) => n === 'bias');
+    if (b) out.push([`${path}.base_layer.bias`, b[1]]);
+  }
+  return out;
+}
+
+/**
+ * Loads a saved base-model bias (bias "all" / "lora_only") into the model: keys as PEFT writes them
+ * (`<path>.base_layer.bias`, `<module>.bias`, `<wrapper>.original_module.bias`), or `<path>.bias` of a
+ * wrapped layer. Returns false for a key that is not a bias of this model.
+ */
+function loadBias(peft: PeftModel, key: string, t: Tensor): boolean {
+  if (!key.endsWith('.bias')) return false;
+  const params = new Map(peft.model.namedParameters());
+  const layerPaths = new Set(peft.tunerLayers().map(([p]) => p));
+  const mod = key.slice(0, -'.bias'.length);
+  const name = params.has(key) ? key : layerPaths.has(mod) ? `${mod}.base_layer.bias` : null;
+  if (name === null || !params.has(name)) return false;
+  const p = params.get(name)!;
+  if (t.shape.join() !== p.shape.join()) throw new Error(`${key}: the adapter has shape [${t.shape.join(', ')}] but this model needs [${p.shape.join(', ')}]`);
+  noGrad(() => peft.model.setParameter(name, t.to(p.dtype), p.requiresGrad));
+  return true;
 }
 
 export function readAdapterConfig(dir: string, warn: (m: string) => void): AdapterConfigBase {
@@ -142,8 +181,14 @@ export function loadPeftAdapter(target: PretrainedModel | PeftModel, dir: string
     for (const [key, t] of weights) {
       if (!key.startsWith(PREFIX)) throw new Error(`adapter key "${key}" does not start with "${PREFIX}" (not a PEFT adapter file?)`);
       // Older PEFT files may keep the adapter name in the key (lora_A.default.weight).
-      const k = key.slice(PREFIX.length).replace(/\.(lora_[AB])\.[^.]+\.weight$/, '.$1.weight').replace(/\.lora_magnitude_vector\.[^.]+$/, '.lora_magnitude_vector');
+      const k = key.slice(PREFIX.length).replace(/\.(lora_[AB])\.[^.]+\.(weight|bias)$/, '.$1.$2').replace(/\.lora_magnitude_vector\.[^.]+$/, '.lora_magnitude_vector');
       const owner = [...layerPaths, ...saverPaths].filter((p) => k.startsWith(p + '.')).sort((a, b) => b.length - a.length)[0];
+      const rest = owner === undefined ? k : k.slice(owner.length + 1);
+      // Base-model biases trained with bias "all" / "lora_only" (not lora_B's own bias, not a modules_to_save copy's).
+      const baseBias = owner === undefined ? true : layerPaths.includes(owner) ? /^(base_layer\.)?bias$/.test(rest) : rest.startsWith('original_module.');
+      if (baseBias && loadBias(peft, k, t)) continue;
+      // bias "all" also lists `<wrapper>.modules_to_save.bias` (the copy's bias with the adapter name cut); `<wrapper>.bias` holds the same.
+      if (owner !== undefined && saverPaths.includes(owner) && rest.startsWith('modules_to_save.')) continue;
       if (!owner) throw new Error(`adapter key "${key}" names a module this ${peft.model.modelType} model does not have (was the adapter made for another base model?)`);
       if (!byLayer.has(owner)) byLayer.set(owner, new Map());
       byLayer.get(owner)!.set(k.slice(owner.length + 1), t);
@@ -174,6 +219,15 @@ export function loadPeftAdapter(target: PretrainedModel | PeftModel, dir: string
   }
   if (peft.activeAdapters.length === 0) peft.setAdapter(name);
   else peft.setAdapter(peft.activeAdapters);  // keeps trainability as it was
-  if (!opts.isTrainable) for (const [, l] of peft.tunerLayers()) for (const t of l.adapterParameters(name)) t.requiresGrad = false;
+  if (!opts.isTrainable) {
+    // Inference (PEFT's inference_mode): nothing of this adapter trains, its modules_to_save copies and
+    // loaded biases included (a fresh PeftModel: the whole model is frozen).
+    for (const [, l] of peft.tunerLayers()) for (const t of l.adapterParameters(name)) t.requiresGrad = false;
+    for (const path of peft.model.namedModules().filter(([, m]) => m instanceof ModulesToSave).map(([p]) => p)) {
+      const s = peft.model.getSubmodule(path) as ModulesToSave;
+      if (s.hasAdapter(name)) s.modules_to_save.getSubmodule(name).requiresGrad_(false);
+    }
+    if (fresh) peft.model.requiresGrad_(false);
+  }
   return peft;
 }

@@ -5,8 +5,8 @@ import { Module } from '../nn/module.js';
 import { tensor, noGrad, type Tensor } from '../tensor/index.js';
 import type { PretrainedModel, ModelInput, ModelOutput } from '../models/types.js';
 import { adapterMethod } from './registry.js';
-import { findTargets, matchesTarget } from './targets.js';
-import { isTunerLayer, type AdapterConfigBase, type AdapterContext, type TunerLayer } from './types.js';
+import { findTargets, allLinearExclusions } from './targets.js';
+import { isTunerLayer, type AdapterConfigBase, type AdapterContext, type AdapterOptions, type TunerLayer } from './types.js';
 import { ModulesToSave } from './modules-to-save.js';
 import { collectCovariances } from './covariance.js';
 import './lora/index.js';
@@ -19,9 +19,15 @@ export interface AddAdapterOptions {
 }
 
 export interface PeftInput extends ModelInput {
-  /** Mixed batch: the adapter of each row, or null for the base model alone. */
+  /** Mixed batch: the adapter of each row, or null / "__base__" (PEFT's name) for the base model alone. */
   adapterNames?: readonly (string | null)[];
 }
+
+/** PEFT's placeholder for "no adapter" in a mixed batch. */
+export const BASE_ROW = '__base__';
+
+/** PEFT's PeftModelForSequenceClassification / ForTokenClassification add these heads to modules_to_save. */
+const CLASSIFIER_HEADS: Record<string, string[]> = { SEQ_CLS: ['classifier', 'score'], TOKEN_CLS: ['classifier', 'score'] };
 
 function hashSeed(seed: number, step: number): number {
   let x = (seed ^ Math.imul(step + 1, 0x9e3779b1)) >>> 0;
@@ -42,7 +48,7 @@ export class PeftModel {
   constructor(readonly model: PretrainedModel) {}
 
   /** Freezes the base and injects a first adapter, which becomes active (PEFT's get_peft_model). */
-  static create(model: PretrainedModel, config: Partial<AdapterConfigBase> & Record<string, unknown>, opts: AddAdapterOptions & { adapterName?: string } = {}): PeftModel {
+  static create(model: PretrainedModel, config: AdapterOptions, opts: AddAdapterOptions & { adapterName?: string } = {}): PeftModel {
     model.requiresGrad_(false);
     const p = new PeftModel(model);
     const name = opts.adapterName ?? 'default';
@@ -76,15 +82,20 @@ export class PeftModel {
     return this.model.namedModules().filter((e): e is [string, ModulesToSave] => e[1] instanceof ModulesToSave);
   }
 
-  addAdapter(name: string, partial: Partial<AdapterConfigBase> & Record<string, unknown>, opts: AddAdapterOptions = {}): AdapterConfigBase {
-    if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.includes('..')) throw new Error(`adapter name "${name}" must use letters, digits, _ . -`);
+  addAdapter(name: string, partial: AdapterOptions | AdapterConfigBase, opts: AddAdapterOptions = {}): AdapterConfigBase {
+    if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.includes('..') || name === BASE_ROW) throw new Error(`adapter name "${name}" must use letters, digits, _ . - (and not be "${BASE_ROW}")`);
     if (this.configs.has(name)) throw new Error(`adapter "${name}" already exists`);
-    const method = adapterMethod(partial.peftType ?? 'LORA');
+    const method = adapterMethod((partial as { peftType?: string }).peftType ?? 'LORA');
     const config = method.resolve({ ...partial, peftType: method.peftType } as never);
+    // PEFT's PeftModelFor{Sequence,Token}Classification: the heads are always trained and saved.
+    const heads = CLASSIFIER_HEADS[config.taskType ?? ''];
+    if (heads) config.modulesToSave = [...(config.modulesToSave ?? []), ...heads.filter((h) => !(config.modulesToSave ?? []).includes(h))];
+    const withBias = [...this.configs.values(), config].filter((c) => ((c as { bias?: string }).bias ?? 'none') !== 'none');
+    if (withBias.length > 1) throw new Error(`only one adapter may train biases (bias "all" / "lora_only"), as in PEFT; set bias "none" for "${name}"`);
     const targets = config.targetModules ?? method.defaultTargets(this.model.modelType);
     if (targets === null) throw new Error(`no default target_modules for ${this.model.modelType}: set target_modules`);
     const mods = this.modules();
-    const paths = findTargets(mods, config, targets, method.canWrap);
+    const paths = findTargets(mods, config, targets, method.canWrap, allLinearExclusions(this.model, config.taskType));
     if (paths.length === 0) {
       const linear = mods.filter(([, m]) => method.canWrap(m)).map(([p]) => p.split('.').pop()).filter((v, i, a) => a.indexOf(v) === i);
       throw new Error(`target_modules ${JSON.stringify(targets)} matched no module of this ${this.model.modelType} model (its wrappable modules are named: ${linear.join(', ')})`);
@@ -106,16 +117,25 @@ export class PeftModel {
     } finally {
       cov?.forEach((t) => t.dispose());
     }
-    for (const target of config.modulesToSave ?? []) this.addModuleToSave(name, target);
+    method.afterWrap?.(config, paths.map((p) => this.model.getSubmodule(p) as TunerLayer));
+    this.addModulesToSave(name, config.modulesToSave ?? []);
     this.configs.set(name, config);
     this.applyBias(config, paths);
     return config;
   }
 
-  private addModuleToSave(name: string, target: string): void {
-    const hits = this.modules().filter(([p]) => p !== '' && matchesTarget(p, [target]));
-    if (!hits.length) throw new Error(`modules_to_save "${target}" matched no module`);
+  /**
+   * PEFT's _set_trainable: every module whose path ends with an entry (a plain suffix, no dot
+   * boundary) gets a trainable copy for this adapter; entries that match nothing are allowed (PEFT
+   * adds "classifier" and "score" to every classification adapter, and a model has one of them).
+   */
+  private addModulesToSave(name: string, targets: string[]): void {
+    if (!targets.length) return;
+    const wrapped: string[] = [];
+    const hits = this.modules().filter(([p]) => p !== '' && targets.some((t) => p.endsWith(t)));
     for (const [path] of hits) {
+      if (wrapped.some((w) => path.startsWith(w + '.'))) continue;  // inside a module already copied
+      wrapped.push(path);
       let w = this.model.getSubmodule(path);
       if (!(w instanceof ModulesToSave)) {
         w = new ModulesToSave(w, this.ctx, cloneModule);
@@ -175,13 +195,16 @@ export class PeftModel {
   forward(input: PeftInput): ModelOutput {
     this.prepareTrainingForward();
     if (!input.adapterNames) return this.model.forward(input);
-    const names = input.adapterNames;
+    // PEFT's checks (LoraModel._enable_peft_forward_hooks, LoraLayer._check_forward_args).
+    const names = input.adapterNames.map((n) => (n === BASE_ROW ? null : n));
     const b = input.inputIds.shape[0]!;
     if (names.length !== b) throw new Error(`adapterNames has ${names.length} entries for a batch of ${b} rows`);
+    if (this.model.training) throw new Error('adapterNames (a mixed batch) cannot be used in training mode, as in PEFT: call model.eval() first');
     const order = [...new Set(names.filter((n): n is string => n !== null))];
     for (const n of order) if (!this.configs.has(n)) throw new Error(`no adapter "${n}" (have: ${this.adapterNames().join(', ')})`);
+    if (this.tunerLayers().some(([, l]) => l.mergedAdapters.length > 0)) throw new Error('adapterNames (a mixed batch) cannot be used while adapters are merged, as in PEFT: call unmerge() first');
     const index = tensor(names.map((n) => (n === null ? order.length : order.indexOf(n))), { dtype: 'int64' });
-    this.ctx.rows = { order, index };
+    this.ctx.rows = { order, index, names };
     try {
       return this.model.forward(input);
     } finally {

@@ -16,9 +16,6 @@ export const DEFAULT_LORA_TARGETS: Readonly<Record<string, string[]>> = {
   'xlm-roberta': ['query', 'value'],
 };
 
-const OUTPUT_HEADS = /(^|\.)(lm_head|score|classifier|cls\.predictions\.decoder|lm_head\.decoder|out_proj)$/;
-const LAYER_INDEX = /(?:^|\.)(layers|h|layer|blocks|block)\.(\d+)\./;
-
 export function matchesTarget(path: string, targets: string[] | string): boolean {
   if (typeof targets === 'string') {
     if (targets === 'all-linear') return false;  // handled by the caller with the module type
@@ -27,30 +24,68 @@ export function matchesTarget(path: string, targets: string[] | string): boolean
   return targets.some((t) => path === t || path.endsWith('.' + t));
 }
 
-/** The layer index in a path ("model.layers.3.self_attn.q_proj" -> 3), honouring layersPattern. */
-export function layerIndexOf(path: string, layersPattern: string | null): number | null {
-  if (layersPattern) {
-    const m = new RegExp(`(?:^|\\.)${layersPattern}\\.(\\d+)\\.`).exec(path);
+/**
+ * PEFT's layer index for layers_to_transform (tuners_utils.check_target_module_exists): the first
+ * numbered segment after a dot, `.*?\.[^.]*\.(\d+)\.`, or with layers_pattern (a name or a list, tried
+ * in order) `.*?\.<pattern>\.(\d+)\.`. Both need a dot before the layer list's name, as in PEFT.
+ */
+export function layerIndexOf(path: string, layersPattern: string | string[] | null): number | null {
+  const patterns = layersPattern === null || layersPattern.length === 0 ? null : typeof layersPattern === 'string' ? [layersPattern] : layersPattern;
+  if (patterns === null) {
+    const m = /^.*?\.[^.]*\.(\d+)\./.exec(path);
     return m ? Number(m[1]) : null;
   }
-  const m = LAYER_INDEX.exec(path);
-  return m ? Number(m[2]) : null;
+  for (const p of patterns) {
+    const m = new RegExp(`^.*?\\.(?:${p})\\.(\\d+)\\.`).exec(path);
+    if (m) return Number(m[1]);
+  }
+  return null;
+}
+
+/** PEFT's modules_to_save guard: a module at or under a modules_to_save name never gets an adapter. */
+export function underModulesToSave(path: string, modulesToSave: string[] | null): boolean {
+  return (modulesToSave ?? []).some((m) => new RegExp(`(^|.*\\.)(?:${m})($|\\..*)`).test(path));
+}
+
+export function isExcluded(path: string, exclude: string[] | string | null): boolean {
+  if (exclude === null || exclude.length === 0) return false;
+  if (typeof exclude === 'string') return new RegExp(`^(?:${exclude})$`).test(path);
+  return exclude.some((e) => path === e || path.endsWith('.' + e));
+}
+
+/**
+ * PEFT's check_target_module_exists for one path: exclude_modules and modules_to_save first, then
+ * targets; layers_to_transform applies only to a list target matched by suffix (a path listed in
+ * full is taken whatever its layer), exactly as PEFT does.
+ */
+export function targetMatch(path: string, config: AdapterConfigBase, targets: string[] | string): boolean {
+  if (isExcluded(path, config.excludeModules)) return false;
+  if (underModulesToSave(path, config.modulesToSave)) return false;
+  if (typeof targets === 'string') return matchesTarget(path, targets);
+  if (targets.includes(path)) return true;
+  if (!targets.some((t) => path.endsWith('.' + t))) return false;
+  const want = config.layersToTransform;
+  if (want === null || (Array.isArray(want) && want.length === 0)) return true;
+  const idx = layerIndexOf(path, config.layersPattern);
+  if (idx === null) return false;
+  return typeof want === 'number' ? idx === want : want.includes(idx);
 }
 
 /**
  * The paths of the modules to wrap, in model order. `modules` are (path, module) pairs where a module
  * already wrapped by a tuner layer appears once, as its base layer (so a second adapter finds it).
+ * `allLinearExclude`: for "all-linear", the model's output embedding or classification head (PEFT's
+ * _maybe_include_all_linear_layers).
  */
-export function findTargets(modules: [string, Module][], config: AdapterConfigBase, targets: string[] | string, canWrap: (m: Module) => boolean): string[] {
+export function findTargets(modules: [string, Module][], config: AdapterConfigBase, targets: string[] | string, canWrap: (m: Module) => boolean, allLinearExclude: string[] = []): string[] {
   const out: string[] = [];
   for (const [path, m] of modules) {
     if (path === '') continue;
-    const hit = targets === 'all-linear' ? isLinearLayer(m) && !OUTPUT_HEADS.test(path) : matchesTarget(path, targets);
+    let hit: boolean;
+    if (targets === 'all-linear') {
+      hit = isLinearLayer(m) && !allLinearExclude.includes(path) && !isExcluded(path, config.excludeModules) && !underModulesToSave(path, config.modulesToSave);
+    } else hit = targetMatch(path, config, targets);
     if (!hit) continue;
-    if (config.layersToTransform) {
-      const idx = layerIndexOf(path, config.layersPattern);
-      if (idx === null || !config.layersToTransform.includes(idx)) continue;
-    }
     if (!canWrap(m)) {
       if (targets === 'all-linear') continue;
       throw new Error(`target module "${path}" is a ${m.constructor.name}, which this adapter cannot wrap (it needs a linear layer)`);
@@ -58,6 +93,21 @@ export function findTargets(modules: [string, Module][], config: AdapterConfigBa
     out.push(path);
   }
   return out;
+}
+
+/**
+ * What "all-linear" leaves out, as PEFT: the output embedding of LM models (lm_head, BERT's
+ * cls.predictions.decoder, RoBERTa's lm_head.decoder); for task_type SEQ_CLS models without one, the
+ * classification head (`score` or `classifier`, the first that exists). Nothing else: a token
+ * classification head is excluded only through modules_to_save, as in PEFT.
+ */
+export function allLinearExclusions(model: { task: string; getSubmodule(p: string): Module }, taskType: string | null): string[] {
+  const has = (p: string) => { try { model.getSubmodule(p); return true; } catch { return false; } };
+  if (model.task === 'causal-lm' || model.task === 'masked-lm') {
+    return ['lm_head', 'cls.predictions.decoder', 'lm_head.decoder'].filter(has).slice(-1);
+  }
+  if (taskType === 'SEQ_CLS') return ['score', 'classifier'].filter(has).slice(0, 1);
+  return [];
 }
 
 /**

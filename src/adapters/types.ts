@@ -10,10 +10,15 @@ export interface AdapterConfigBase {
   peftType: string;
   /** Names or suffixes, a regex (full match), "all-linear", or null for the method's default per model type. */
   targetModules: string[] | string | null;
-  /** Only these layer indices (matched in paths like `layers.3.` / `h.3.`). */
-  layersToTransform: number[] | null;
-  /** The name of the layer list (e.g. "layers", "h") when layersToTransform is set; null: any. */
-  layersPattern: string | null;
+  /**
+   * Only these layer indices (one index or a list), matched in paths like `layers.3.` / `h.3.`. As in
+   * PEFT, it applies only to a list-form targetModules (a regex string must encode layers itself).
+   */
+  layersToTransform: number[] | number | null;
+  /** The name(s) of the layer list (e.g. "layers", "h") when layersToTransform is set; null: any. */
+  layersPattern: string | string[] | null;
+  /** Modules never adapted: names/suffixes (list) or a full-match regex (string), as targetModules. */
+  excludeModules: string[] | string | null;
   /** Modules trained in full and saved with the adapter (e.g. a classifier head). */
   modulesToSave: string[] | null;
   baseModelNameOrPath: string | null;
@@ -29,7 +34,7 @@ export interface AdapterContext {
   /** When true, layers run their base only. */
   disabled: boolean;
   /** Mixed batch: row r uses adapter `order[index[r]]`; index = order.length means no adapter. */
-  rows: { order: string[]; index: Tensor } | null;
+  rows: { order: string[]; index: Tensor; names: readonly (string | null)[] } | null;
   /** Bumped on any change of adapters, so layers can cache stacked weights. */
   version: number;
   /** Per-forward values a variant needs (DyLoRA's sampled rank). */
@@ -65,8 +70,19 @@ export interface AdapterMethod<C extends AdapterConfigBase = AdapterConfigBase> 
   defaultTargets(modelType: string): string[] | null;
   canWrap(m: Module): boolean;
   wrap(base: Module, ctx: AdapterContext): TunerLayer;
+  /** Called once an adapter is on its layers (LoRA records fan_in_fan_out from the layer types, as PEFT). */
+  afterWrap?(config: C, layers: TunerLayer[]): void;
   isTunerLayer(m: Module): m is TunerLayer;
 }
+
+/**
+ * Typed options for PeftModel.create / addAdapter, one entry per method: each method folder adds its
+ * own by declaration merging (`declare module '../types.js' { interface AdapterOptionsByType { … } }`),
+ * so the framework names no method and an unknown key in an object literal is a compile error.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-interface
+export interface AdapterOptionsByType {}
+export type AdapterOptions = AdapterOptionsByType[keyof AdapterOptionsByType];
 
 export function isTunerLayer(m: Module): m is TunerLayer {
   return (m as unknown as Partial<TunerLayer>).isTunerLayer === true;

@@ -19,9 +19,14 @@ export const LORA: AdapterMethod<LoraConfig> = {
     return new LoraLayer(base, ctx);
   },
   isTunerLayer: (m: Module): m is TunerLayer => isTunerLayer(m) && m instanceof LoraLayer,
+  // PEFT's dispatch_default overwrites lora_config.fan_in_fan_out with the layer type (True for a
+  // transformers Conv1D, False for nn.Linear), so a saved GPT-2 config says true.
+  afterWrap: (config, layers) => {
+    if (layers.length) config.fanInFanOut = layers.some((l) => (l as LoraLayer).fanInFanOut);
+  },
 };
 
 registerAdapter(LORA);
 
 export { LoraLayer } from './layer.js';
-export { type LoraConfig, resolveLora, DEFAULT_LORA } from './config.js';
+export { type LoraConfig, type LoraOptions, type LoraInit, resolveLora, DEFAULT_LORA, PEFT_LORA_FIELDS } from './config.js';

@@ -1,6 +1,6 @@
 // LoRA initialisations, as PEFT's LoraLayer.reset_lora_parameters / pissa_init / corda_init:
 // A [r, in] and B [out, r] for a base weight W in [out, in] orientation.
-import { tidy, svd, inv, eye, zeros, empty, type Tensor } from '../../tensor/index.js';
+import { tidy, svd, qr, inv, eye, zeros, empty, type Tensor } from '../../tensor/index.js';
 import type { LoraInit } from './config.js';
 
 function hash(s: string): number {
@@ -35,6 +35,21 @@ export function pissaInit(W: Tensor, r: number, scaling: number): { A: Tensor; B
     const s = S.narrow(0, 0, r).div(scaling).sqrt();  // (r)
     const A = Vh.narrow(0, 0, r).mul(s.unsqueeze(1));  // (r, in)
     const B = U.narrow(1, 0, r).mul(s.unsqueeze(0));  // (out, r)
+    return { A, B, residual: w.sub(B.matmul(A).mul(scaling)) };
+  });
+}
+
+/**
+ * OLoRA (PEFT LoraLayer.olora_init): W = Q R (reduced QR, float32); B = Q[:, :r], A = R[:r], and the
+ * base keeps W - scaling * B A. PEFT takes the QR of the stored weight as is; for a Conv1D ([in, out])
+ * that would give A, B of the wrong shapes, so the [out, in] view is used for every layer here.
+ */
+export function oloraInit(W: Tensor, r: number, scaling: number): { A: Tensor; B: Tensor; residual: Tensor } {
+  return tidy(() => {
+    const w = W.to('float32');
+    const { Q, R } = qr(w);  // (O, K), (K, I)
+    const B = Q.narrow(1, 0, r).contiguous();  // (O, R)
+    const A = R.narrow(0, 0, r).contiguous();  // (R, I)
     return { A, B, residual: w.sub(B.matmul(A).mul(scaling)) };
   });
 }

@@ -8,8 +8,8 @@ import { Linear, Conv1D, Dropout, type LinearLayer } from '../../nn/layers.js';
 import { keep, noGrad, tidy, zeros, stack, cat, type Tensor } from '../../tensor/index.js';
 import type { AdapterConfigBase, AdapterContext, TunerLayer } from '../types.js';
 import { patternValue } from '../targets.js';
-import type { LoraConfig } from './config.js';
-import { randomInit, pissaInit, cordaInit } from './init.js';
+import { LOAD_ONLY_INITS, type LoraConfig } from './config.js';
+import { randomInit, pissaInit, cordaInit, oloraInit, seedFor } from './init.js';
 
 interface AdapterState {
   r: number;
@@ -17,6 +17,8 @@ interface AdapterState {
   rslora: boolean;
   dora: boolean;
   dylora: boolean;
+  /** lora_B carries a bias (PEFT's lora_bias). */
+  bias: boolean;
   /** PiSSA/CorDA: the initial A, B, so the adapter can be saved relative to the original base. */
   initial: { A: Tensor; B: Tensor } | null;
 }
@@ -37,7 +39,8 @@ export class LoraLayer extends Module implements TunerLayer {
   readonly adapters = new Map<string, AdapterState>();
   private merged: string[] = [];
   private backup: Tensor | null = null;  // the base weight before the first merge (exact unmerge)
-  private stackCache: { key: string; A: Tensor; B: Tensor } | null = null;
+  private biasBackup: Tensor | null = null;  // the base bias before a lora_bias merge
+  private stackCache: { key: string; A: Tensor; B: Tensor; bias: Tensor | null } | null = null;
   /** DyLoRA: the rank used outside training (default: the full rank). */
   dyloraEvalRank: number | null = null;
 
@@ -55,6 +58,8 @@ export class LoraLayer extends Module implements TunerLayer {
 
   A(name: string): Tensor { return (this.lora_A.getSubmodule(name) as Linear).weight; }  // (R, I)
   B(name: string): Tensor { return (this.lora_B.getSubmodule(name) as Linear).weight; }  // (O, R)
+  /** lora_B's bias (lora_bias), or null. */
+  Bbias(name: string): Tensor | null { return this.adapters.get(name)?.bias ? (this.lora_B.getSubmodule(name) as Linear).bias : null; }  // (O)
   magnitude(name: string): Tensor { return this.lora_magnitude_vector.getParameter(name); }  // (O)
   /**
    * alpha / r (rsLoRA: alpha / sqrt(r)). DyLoRA keeps the full-rank scaling at every truncation, so
@@ -77,23 +82,35 @@ export class LoraLayer extends Module implements TunerLayer {
     if (this.adapters.has(name)) throw new Error(`adapter "${name}" already exists on ${path}`);
     const r = patternValue(c.rankPattern, path) ?? c.r;
     const alpha = patternValue(c.alphaPattern, path) ?? c.loraAlpha;
-    const state: AdapterState = { r, alpha, rslora: c.useRslora, dora: c.useDora, dylora: c.dylora, initial: null };
+    if (LOAD_ONLY_INITS.includes(c.initLoraWeights as string)) {
+      throw new Error(`init_lora_weights "${c.initLoraWeights}" is not implemented for creating an adapter (adapters saved with it load fine); use true, "gaussian", "pissa", "pissa_niter_<n>", "olora" or "corda"`);
+    }
+    const state: AdapterState = { r, alpha, rslora: c.useRslora, dora: c.useDora, dylora: c.dylora, bias: c.loraBias, initial: null };
     this.adapters.set(name, state);
     const dt = this.base_layer.weight.dtype;
     const trainDt = dt === 'float64' ? 'float64' : 'float32';  // adapters train in float32 over a bf16/f16 base
     const a = this.lora_A.add(name, new Linear(this.inFeatures, r, { bias: false, dtype: trainDt }));
-    const b = this.lora_B.add(name, new Linear(r, this.outFeatures, { bias: false, dtype: trainDt }));
+    const b = this.lora_B.add(name, new Linear(r, this.outFeatures, { bias: c.loraBias, dtype: trainDt }));
     this.lora_dropout.add(name, new Dropout(c.loraDropout));
     const s = this.scaling(name);
     noGrad(() => {
       let init: { A: Tensor; B: Tensor; residual?: Tensor };
-      if (c.initLoraWeights === 'pissa') init = pissaInit(this.baseWeightOI(), r, s);
+      // pissa_niter_N asks PEFT for a randomized SVD with N subspace iterations; the exact SVD used
+      // here is what those iterations converge to.
+      if (c.initLoraWeights === 'pissa' || /^pissa_niter_\d+$/.test(String(c.initLoraWeights))) init = pissaInit(this.baseWeightOI(), r, s);
+      else if (c.initLoraWeights === 'olora') init = oloraInit(this.baseWeightOI(), r, s);
       else if (c.initLoraWeights === 'corda') {
         if (!opts.covariance) throw new Error(`CorDA needs the input covariance of ${path}: pass sample data (corda.samples) when adding the adapter`);
         init = cordaInit(this.baseWeightOI(), opts.covariance, r, s, c.cordaMethod);
       } else init = randomInit(c.initLoraWeights, r, this.inFeatures, this.outFeatures, opts.seed, `${path}.${name}`);
       a.setParameter('weight', init.A.to(trainDt), true);
       b.setParameter('weight', init.B.to(trainDt), true);
+      if (c.loraBias) {
+        // PEFT zeroes it with B (init true/gaussian); init false keeps nn.Linear's uniform(±1/√r) default.
+        const bias = zeros([this.outFeatures], { dtype: trainDt });
+        if (c.initLoraWeights === false) bias.uniform_(-1 / Math.sqrt(r), 1 / Math.sqrt(r), seedFor(opts.seed, `${path}.${name}.Bbias`));
+        b.setParameter('bias', bias, true);
+      }
       if (init.residual) {
         // PiSSA/CorDA move the principal part out of the base: the base keeps the residual.
         const res = this.fanInFanOut ? init.residual.transpose(0, 1).contiguous() : init.residual;
@@ -134,7 +151,7 @@ export class LoraLayer extends Module implements TunerLayer {
   adapterParameters(name: string): Tensor[] {
     const s = this.adapters.get(name);
     if (!s) return [];
-    return [this.A(name), this.B(name), ...(s.dora ? [this.magnitude(name)] : [])];
+    return [this.A(name), this.B(name), ...(s.bias ? [this.Bbias(name)!] : []), ...(s.dora ? [this.magnitude(name)] : [])];
   }
 
   /** The rank a DyLoRA adapter runs at now: sampled per step in training, chosen otherwise. */
@@ -161,6 +178,9 @@ export class LoraLayer extends Module implements TunerLayer {
     }
     let result = this.base_layer.forward(x);  // (…, O)
     if (this.ctx.rows) return this.mixedBatch(x, result);
+    // PEFT (lora/layer.py Linear.forward): once any adapter is merged the layer runs its (merged)
+    // base only; active adapters that are not merged add nothing until unmerge().
+    if (this.merged.length) return result;
     for (const name of this.ctx.active) {
       const s = this.adapters.get(name);
       if (!s || this.merged.includes(name)) continue;
@@ -173,7 +193,8 @@ export class LoraLayer extends Module implements TunerLayer {
       const lora = xa.matmul(A.transpose(0, 1)).matmul(B.transpose(0, 1));  // (…, O)
       const sc = this.scaling(name, k);
       if (!s.dora) {
-        result = result.add(lora.to(result.dtype).mul(sc));
+        const bb = this.Bbias(name);
+        result = result.add((bb ? lora.add(bb) : lora).to(result.dtype).mul(sc));  // lora_B(…) * scaling, bias included
         continue;
       }
       // DoRA (PEFT dora.py): result += (m/‖W+sBA‖ - 1) * base(x) + m/‖W+sBA‖ * s B A x, norm detached.
@@ -194,46 +215,55 @@ export class LoraLayer extends Module implements TunerLayer {
    */
   private mixedBatch(x: Tensor, result: Tensor): Tensor {
     const rows = this.ctx.rows!;
-    const { A, B } = this.stacked(rows.order);
+    if (this.merged.length) throw new Error('a mixed batch cannot run while adapters are merged (as in PEFT): unmerge first');
+    const { A, B, bias } = this.stacked(rows.order);
     const idx = rows.index;  // (N)
     const n = x.shape[0]!;
     const x3 = x.reshape(n, -1, this.inFeatures);  // (N, T, I)
     const xa = (x3.dtype === A.dtype ? x3 : x3.to(A.dtype)).matmul(A.indexSelect(0, idx).transpose(1, 2));  // (N, T, R)
-    const y = xa.matmul(B.indexSelect(0, idx).transpose(1, 2));  // (N, T, O)
+    let y = xa.matmul(B.indexSelect(0, idx).transpose(1, 2));  // (N, T, O)
+    if (bias) y = y.add(bias.indexSelect(0, idx).unsqueeze(1));  // lora_bias rows, pre-scaled (N, 1, O)
     return result.add(y.to(result.dtype).view(...result.shape));
   }
 
-  private stacked(order: string[]): { A: Tensor; B: Tensor } {
+  private stacked(order: string[]): { A: Tensor; B: Tensor; bias: Tensor | null } {
     const key = `${this.ctx.version}:${order.join('\u0000')}`;
     if (this.stackCache && this.stackCache.key === key && !this.training) return this.stackCache;
     for (const name of order) {
       if (this.adapters.get(name)?.dora) throw new Error(`adapter "${name}" uses DoRA, which mixed batches do not support (as in PEFT)`);
     }
     const R = Math.max(1, ...order.map((n) => this.adapters.get(n)?.r ?? 0));
+    const anyBias = order.some((n) => this.adapters.get(n)?.bias);
     const built = noGrad(() => tidy(() => {
       const As: Tensor[] = [];
       const Bs: Tensor[] = [];
+      const bs: Tensor[] = [];
       for (const name of [...order, null]) {
         const a = zeros([R, this.inFeatures]);
         const b = zeros([this.outFeatures, R]);
-        if (name !== null && this.adapters.has(name) && !this.merged.includes(name)) {
+        const bb = zeros([this.outFeatures]);
+        if (name !== null && this.adapters.has(name)) {
           const k = this.activeRank(name);
           a.narrow(0, 0, k).copy_(this.A(name).narrow(0, 0, k));
           b.narrow(1, 0, k).copy_(this.B(name).narrow(1, 0, k).mul(this.scaling(name, k)));
+          const lb = this.Bbias(name);
+          if (lb) bb.copy_(lb.mul(this.scaling(name, k)));
         }
         As.push(a);
         Bs.push(b);
+        bs.push(bb);
       }
-      return { A: stack(As), B: stack(Bs) };  // (K+1, R, I), (K+1, O, R)
+      return { A: stack(As), B: stack(Bs), bias: anyBias ? stack(bs) : null };  // (K+1, R, I), (K+1, O, R), (K+1, O)
     }));
     this.dropStack();
-    this.stackCache = { key, A: keep(built.A), B: keep(built.B) };
+    this.stackCache = { key, A: keep(built.A), B: keep(built.B), bias: built.bias ? keep(built.bias) : null };
     return this.stackCache;
   }
 
   private dropStack(): void {
     this.stackCache?.A.dispose();
     this.stackCache?.B.dispose();
+    this.stackCache?.bias?.dispose();
     this.stackCache = null;
   }
 
@@ -253,6 +283,14 @@ export class LoraLayer extends Module implements TunerLayer {
           return (this.fanInFanOut ? scaled.transpose(0, 1).contiguous() : scaled).to(w.dtype);
         });
         this.base_layer.setParameter('weight', merged, false);
+        const lb = this.Bbias(name);
+        if (lb) {
+          // PEFT merges lora_bias into the base bias: b += lora_B.bias * scaling (and cannot without one).
+          const bias = this.base_layer.bias;
+          if (!bias) throw new Error(`cannot merge adapter "${name}" with lora_bias: the base layer has no bias (as in PEFT)`);
+          if (!this.biasBackup) this.biasBackup = keep(bias.clone());
+          this.base_layer.setParameter('bias', tidy(() => bias.to('float32').add(lb.mul(this.scaling(name))).to(bias.dtype)), bias.requiresGrad);
+        }
         this.merged.push(name);
       }
     });
@@ -264,6 +302,8 @@ export class LoraLayer extends Module implements TunerLayer {
     if (!this.backup) return;
     this.base_layer.setParameter('weight', this.backup, false);
     this.backup = null;
+    if (this.biasBackup) this.base_layer.setParameter('bias', this.biasBackup, this.base_layer.bias!.requiresGrad);
+    this.biasBackup = null;
     this.merged = [];
     this.ctx.version++;
   }
@@ -271,6 +311,8 @@ export class LoraLayer extends Module implements TunerLayer {
   unload(): Module {
     this.backup?.dispose();
     this.backup = null;
+    this.biasBackup?.dispose();
+    this.biasBackup = null;
     this.dropStack();
     for (const name of [...this.adapters.keys()]) {
       this.merged = this.merged.filter((m) => m !== name);
@@ -283,6 +325,7 @@ export class LoraLayer extends Module implements TunerLayer {
     const s = this.adapters.get(name);
     if (!s) return new Map();
     const out = new Map<string, Tensor>([['lora_A.weight', this.A(name)], ['lora_B.weight', this.B(name)]]);
+    if (s.bias) out.set('lora_B.bias', this.Bbias(name)!);
     if (s.dora) out.set('lora_magnitude_vector', this.magnitude(name));
     return out;
   }
@@ -307,6 +350,8 @@ export class LoraLayer extends Module implements TunerLayer {
     if (!s) throw new Error(`no adapter "${name}" on ${path}`);
     const want = new Map<string, number[]>([['lora_A.weight', [s.r, this.inFeatures]], ['lora_B.weight', [this.outFeatures, s.r]]]);
     if (s.dora) want.set('lora_magnitude_vector', [this.outFeatures]);
+    if (s.bias) want.set('lora_B.bias', [this.outFeatures]);
+    for (const k of state.keys()) if (!want.has(k)) throw new Error(`adapter file has ${path}.${k}, which this adapter's config does not use${k === 'lora_B.bias' ? ' (set lora_bias: true)' : ''}`);
     for (const [k, shape] of want) {
       const t = state.get(k);
       if (!t) throw new Error(`adapter file has no ${path}.${k}`);
@@ -318,6 +363,7 @@ export class LoraLayer extends Module implements TunerLayer {
       const dt = this.A(name).dtype;
       (this.lora_A.getSubmodule(name) as Linear).setParameter('weight', state.get('lora_A.weight')!.to(dt), true);
       (this.lora_B.getSubmodule(name) as Linear).setParameter('weight', state.get('lora_B.weight')!.to(dt), true);
+      if (s.bias) (this.lora_B.getSubmodule(name) as Linear).setParameter('bias', state.get('lora_B.bias')!.to(dt), true);
       if (s.dora) this.lora_magnitude_vector.addParam(name, state.get('lora_magnitude_vector')!.to('float32'), true);
     });
     this.ctx.version++;
@@ -326,6 +372,7 @@ export class LoraLayer extends Module implements TunerLayer {
   override dispose(): void {
     this.dropStack();
     this.backup?.dispose();
+    this.biasBackup?.dispose();
     for (const s of this.adapters.values()) {
       s.initial?.A.dispose();
       s.initial?.B.dispose();
