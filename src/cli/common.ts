@@ -34,11 +34,21 @@ export function parseFlags(args: string[], options: Options, usage: string): Fla
   }
 }
 
-export function numberFlag(v: string | undefined, name: string, opts: { int?: boolean; min?: number } = {}): number | undefined {
+// Number() accepts "", " ", "0x10", "0b1", "1e2" as an integer and "Infinity": flags take plain decimals only.
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+const INTEGER = /^[+-]?\d+$/;
+
+/**
+ * A number flag, parsed strictly: decimal notation only (integers without exponent), finite, and
+ * within the range given: `min`/`max` inclusive, `above` exclusive (e.g. a temperature > 0).
+ */
+export function numberFlag(v: string | undefined, name: string, opts: { int?: boolean; min?: number; max?: number; above?: number } = {}): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isFinite(n) || (opts.int && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
-    throw new UsageError(`--${name} must be ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` >= ${opts.min}` : ''}, got "${v}"`);
+  const range = [opts.above !== undefined ? `> ${opts.above}` : '', opts.min !== undefined ? `>= ${opts.min}` : '', opts.max !== undefined ? `<= ${opts.max}` : ''].filter(Boolean).join(' and ');
+  if (!(opts.int ? INTEGER : DECIMAL).test(v) || !Number.isFinite(n) || (opts.int && !Number.isSafeInteger(n)) ||
+      (opts.min !== undefined && n < opts.min) || (opts.max !== undefined && n > opts.max) || (opts.above !== undefined && !(n > opts.above))) {
+    throw new UsageError(`--${name} must be ${opts.int ? 'a decimal integer' : 'a decimal number'}${range ? ` ${range}` : ''}, got "${v}"`);
   }
   return n;
 }

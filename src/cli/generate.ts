@@ -1,6 +1,6 @@
 // adapterkit generate: text generation from a checkpoint folder, optionally streamed.
 import { loadWithAdapters, ADAPTER_FLAGS } from './model-args.js';
-import { generateStream, type GenerateOptions } from '../models/generate.js';
+import { generateStream, contextLength, type GenerateOptions } from '../models/generate.js';
 import { HFTokenizer } from '../tokenizer/tokenizer.js';
 import { tensor, tidy } from '../tensor/index.js';
 import { parseFlags, numberFlag, dtypeFlag, required, UsageError } from './common.js';
@@ -23,6 +23,7 @@ export async function generateCommand(args: string[]): Promise<number> {
     seed: { type: 'string' }, stop: { type: 'string', multiple: true }, 'stop-id': { type: 'string', multiple: true },
     chat: { type: 'boolean' }, dtype: { type: 'string' }, stream: { type: 'boolean' },
     adapter: { type: 'string' }, 'adapter-weights': { type: 'string' }, combination: { type: 'string' }, density: { type: 'string' },
+    'allow-nonfinite': { type: 'boolean' },
   }, GENERATE_USAGE);
   const dir = required(f.str('model'), 'model', GENERATE_USAGE);
   const prompt = required(f.str('prompt'), 'prompt', GENERATE_USAGE);
@@ -30,21 +31,24 @@ export async function generateCommand(args: string[]): Promise<number> {
   const { model } = loadWithAdapters(dir, {
     adapter: f.str('adapter'), weights: f.str('adapter-weights'), combination: f.str('combination'), density: f.str('density'),
     dtype: dtypeFlag(f.str('dtype')), task: 'causal-lm',
-  });
+  }, { allowNonFinite: f.bool('allow-nonfinite') });
   try {
     const text = f.bool('chat') ? tok.applyChatTemplate([{ role: 'user', content: prompt }]) : prompt;
     const ids = await tok.encode(text);
     if (ids.length === 0) throw new UsageError('the prompt encodes to no tokens');
     const stopStrings = f.list('stop');
-    const stopIds = f.list('stop-id').map((s) => numberFlag(s, 'stop-id', { int: true, min: 0 })!);
+    if (stopStrings.some((s) => s === '')) throw new UsageError('--stop must not be empty: an empty stop string matches before the first token');
+    const vocab = Number(model.config.vocab_size);
+    const stopIds = f.list('stop-id').map((s) => numberFlag(s, 'stop-id', { int: true, min: 0, max: vocab - 1 })!);
     if (tok.eosTokenId !== null) stopIds.push(tok.eosTokenId);
     const o: GenerateOptions = {
       maxNewTokens: numberFlag(f.str('max-new-tokens'), 'max-new-tokens', { int: true, min: 1 }) ?? 32,
       doSample: f.bool('sample'),
-      temperature: numberFlag(f.str('temperature'), 'temperature', { min: 0 }),
+      // HF's ranges. Below 1e-4 a temperature overflows float32 logits to infinity (NaN probabilities).
+      temperature: numberFlag(f.str('temperature'), 'temperature', { min: 1e-4 }),
       topK: numberFlag(f.str('top-k'), 'top-k', { int: true, min: 0 }),
-      topP: numberFlag(f.str('top-p'), 'top-p', { min: 0 }),
-      repetitionPenalty: numberFlag(f.str('repetition-penalty'), 'repetition-penalty', { min: 0 }),
+      topP: numberFlag(f.str('top-p'), 'top-p', { above: 0, max: 1 }),
+      repetitionPenalty: numberFlag(f.str('repetition-penalty'), 'repetition-penalty', { above: 0 }),
       seed: numberFlag(f.str('seed'), 'seed', { int: true, min: 0 }),
       stopIds,
       stopWhen: stopStrings.length ? async (_r, newIds) => { const s = await tok.decode(newIds); return stopStrings.some((x) => s.includes(x)); } : undefined,
@@ -66,6 +70,10 @@ export async function generateCommand(args: string[]): Promise<number> {
       }
     }
     const final = cut(await tok.decode(produced), stopStrings);
+    const ctx = contextLength(model);
+    if (ctx !== null && ids.length + produced.length >= ctx && produced.length < o.maxNewTokens! && !stopIds.includes(produced[produced.length - 1]!)) {
+      console.error(`note: stopped at the model's context limit (${ctx} positions) after ${produced.length} new tokens`);
+    }
     if (f.bool('stream')) process.stdout.write(final.slice(shown.length) + '\n');
     else console.log(final);
     input.dispose();

@@ -13,7 +13,7 @@ ${ADAPTER_FLAGS}`;
 export async function mergeCommand(args: string[]): Promise<number> {
   const f = parseFlags(args, {
     model: { type: 'string' }, adapter: { type: 'string' }, 'adapter-weights': { type: 'string' }, combination: { type: 'string' },
-    density: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' }, force: { type: 'boolean' },
+    density: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' }, force: { type: 'boolean' }, 'allow-nonfinite': { type: 'boolean' },
   }, MERGE_USAGE);
   const dir = required(f.str('model'), 'model', MERGE_USAGE);
   const out = required(f.str('out'), 'out', MERGE_USAGE);
@@ -26,7 +26,7 @@ export async function mergeCommand(args: string[]): Promise<number> {
   });
   const { model, peft } = loadWithAdapters(dir, {
     adapter: f.str('adapter'), weights: f.str('adapter-weights'), combination: f.str('combination'), density: f.str('density'), dtype: 'float32',
-  });
+  }, { allowNonFinite: f.bool('allow-nonfinite') });
   try {
     const merged = peft!.mergeAndUnload();
     saveModel(merged, out, { dtype });

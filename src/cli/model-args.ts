@@ -6,39 +6,69 @@ import { loadPeftAdapter, addWeightedAdapter, type PeftModel, type Combination }
 import type { PretrainedModel, Task } from '../models/types.js';
 import type { DType } from '../tensor/index.js';
 import { UsageError } from './common.js';
+import { readRegularFile } from '../io/files.js';
+import { readConfig } from '../models/config.js';
+import { checkLoraFits } from '../models/size.js';
+import { assertFiniteParameters } from '../models/finite.js';
 
 export const ADAPTER_FLAGS = `  --adapter DIR[,DIR...]      apply PEFT adapter(s); several are combined
   --adapter-weights W[,W...]  weights of the combination (default: 1 each)
   --combination C             cat (default, exact), linear, svd, ties, dare_linear, dare_ties, magnitude_prune, *_svd
-  --density D                 for ties / dare / magnitude_prune`;
+  --density D                 for ties / dare / magnitude_prune
+  --allow-nonfinite           load weights holding NaN or infinity (refused by default)`;
 
 export interface ModelWithAdapters {
   model: PretrainedModel;
   peft: PeftModel | null;
 }
 
-export function loadWithAdapters(dir: string, o: { adapter?: string; weights?: string; combination?: string; density?: string; dtype: DType; task?: Task }): ModelWithAdapters {
-  const model = loadModel(dir, { dtype: o.dtype, task: o.task });
-  if (!o.adapter) {
-    if (o.weights) throw new UsageError('--adapter-weights needs --adapter');
-    return { model, peft: null };
+export function loadWithAdapters(dir: string, o: { adapter?: string; weights?: string; combination?: string; density?: string; dtype: DType; task?: Task }, safety: { allowNonFinite?: boolean } = {}): ModelWithAdapters {
+  // Every flag is checked before anything is loaded.
+  if (o.adapter === undefined && o.weights !== undefined) throw new UsageError('--adapter-weights needs --adapter');
+  const dirs = o.adapter === undefined ? [] : o.adapter.split(',').map((s) => s.trim());
+  if (o.adapter !== undefined && (dirs.length === 0 || dirs.some((d) => d === ''))) {
+    throw new UsageError(`--adapter must name adapter folders, comma-separated, got "${o.adapter}"`);
   }
+  const weights = o.weights === undefined ? dirs.map(() => 1) : o.weights.split(',').map((w) => (DECIMAL.test(w.trim()) ? Number(w) : NaN));
+  if (weights.length !== dirs.length || weights.some((w) => !Number.isFinite(w))) {
+    throw new UsageError(`--adapter-weights needs ${dirs.length} comma-separated decimal numbers (one per adapter), got "${o.weights}"`);
+  }
+  const density = o.density === undefined ? undefined : DECIMAL.test(o.density) ? Number(o.density) : NaN;
+  if (density !== undefined && !(density > 0 && density <= 1)) throw new UsageError(`--density must be a decimal number > 0 and <= 1, got "${o.density}"`);
+  for (const d of dirs) checkAdapterRank(dir, d);
+  const model = loadModel(dir, { dtype: o.dtype, task: o.task });
   try {
-    const dirs = o.adapter.split(',').map((s) => s.trim()).filter(Boolean);
-    if (dirs.length === 1 && !o.weights) return { model, peft: loadPeftAdapter(model, dirs[0]!) };
-    const weights = o.weights ? o.weights.split(',').map(Number) : dirs.map(() => 1);
-    if (weights.length !== dirs.length || weights.some((w) => !Number.isFinite(w))) {
-      throw new UsageError(`--adapter-weights needs ${dirs.length} numbers, got "${o.weights}"`);
+    let result: ModelWithAdapters;
+    if (!dirs.length) result = { model, peft: null };
+    else if (dirs.length === 1 && o.weights === undefined) result = { model, peft: loadPeftAdapter(model, dirs[0]!) };
+    else {
+      let peft: PeftModel | null = null;
+      dirs.forEach((d, i) => { peft = loadPeftAdapter(peft ?? model, d, { adapterName: `a${i}` }); });
+      const p = peft as unknown as PeftModel;
+      addWeightedAdapter(p, dirs.map((_, i) => `a${i}`), weights, 'combined', { combination: (o.combination ?? 'cat') as Combination, density });
+      p.setAdapter('combined');
+      result = { model, peft: p };
     }
-    let peft: PeftModel | null = null;
-    dirs.forEach((d, i) => { peft = loadPeftAdapter(peft ?? model, d, { adapterName: `a${i}` }); });
-    const p = peft as unknown as PeftModel;
-    const density = o.density === undefined ? undefined : Number(o.density);
-    addWeightedAdapter(p, dirs.map((_, i) => `a${i}`), weights, 'combined', { combination: (o.combination ?? 'cat') as Combination, density });
-    p.setAdapter('combined');
-    return { model, peft: p };
+    // A NaN weight makes every output NaN: scores print null, generation an empty line.
+    if (!safety.allowNonFinite) assertFiniteParameters(model.namedParameters(), dirs.length ? `${dir} with adapter ${o.adapter}` : dir, '--allow-nonfinite');
+    return result;
   } catch (e) {
     model.dispose();
     throw e;
   }
+}
+
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/** Refuses an adapter whose rank could not fit in memory, before allocating it. */
+function checkAdapterRank(modelDir: string, adapterDir: string): void {
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(readRegularFile(`${adapterDir}/adapter_config.json`, 'adapter config', 'utf8')) as Record<string, unknown>;
+  } catch {
+    return;  // missing or malformed: the adapter loader reports it precisely
+  }
+  const ranks = [cfg.r, ...Object.values((cfg.rank_pattern ?? {}) as Record<string, unknown>)].filter((r): r is number => typeof r === 'number' && Number.isFinite(r));
+  if (!ranks.length) return;
+  checkLoraFits(readConfig(`${modelDir}/config.json`), Math.max(...ranks), `${adapterDir}/adapter_config.json`);
 }

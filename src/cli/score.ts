@@ -13,6 +13,7 @@ export async function scoreCommand(args: string[]): Promise<number> {
   const f = parseFlags(args, {
     model: { type: 'string' }, text: { type: 'string' }, ids: { type: 'string' }, json: { type: 'boolean' }, dtype: { type: 'string' },
     adapter: { type: 'string' }, 'adapter-weights': { type: 'string' }, combination: { type: 'string' }, density: { type: 'string' },
+    'allow-nonfinite': { type: 'boolean' },
   }, SCORE_USAGE);
   const dir = required(f.str('model'), 'model', SCORE_USAGE);
   const text = f.str('text');
@@ -21,10 +22,12 @@ export async function scoreCommand(args: string[]): Promise<number> {
   let ids: number[];
   let tok: HFTokenizer | null = null;
   if (idsFlag !== undefined) {
-    ids = idsFlag.split(',').map((s) => {
-      const n = Number(s.trim());
-      if (!Number.isInteger(n) || n < 0) throw new UsageError(`--ids must be comma-separated non-negative integers, got "${s}"`);
-      return n;
+    // Strict: Number() would read "" as 0 ("1,,2", a trailing comma) and accept "0x10" or "1e2".
+    ids = idsFlag.split(',').map((s, i) => {
+      if (!/^\d+$/.test(s.trim()) || !Number.isSafeInteger(Number(s))) {
+        throw new UsageError(`--ids must be comma-separated token ids (decimal integers >= 0), got "${idsFlag}" (item ${i + 1} is ${s.trim() === '' ? 'empty' : `"${s}"`})`);
+      }
+      return Number(s);
     });
   } else {
     tok = HFTokenizer.fromDir(dir);
@@ -34,7 +37,7 @@ export async function scoreCommand(args: string[]): Promise<number> {
   const { model } = loadWithAdapters(dir, {
     adapter: f.str('adapter'), weights: f.str('adapter-weights'), combination: f.str('combination'), density: f.str('density'),
     dtype: dtypeFlag(f.str('dtype')), task: 'causal-lm',
-  });
+  }, { allowNonFinite: f.bool('allow-nonfinite') });
   try {
     const vocab = Number(model.config.vocab_size);
     const bad = ids.find((i) => i >= vocab);

@@ -40,7 +40,7 @@ export function parseBertConfig(raw: RawConfig, family: BertFamily): BertConfig 
   const hidden = f.int('hidden_size');
   const heads = f.int('num_attention_heads');
   f.divisible('hidden_size', hidden, 'num_attention_heads', heads);
-  const hiddenDropout = f.num('hidden_dropout_prob', 0.1);
+  const hiddenDropout = f.num('hidden_dropout_prob', 0.1, { min: 0, max: 1 });
   const cfg: BertConfig = {
     family,
     vocabSize: f.int('vocab_size'),
@@ -50,13 +50,13 @@ export function parseBertConfig(raw: RawConfig, family: BertFamily): BertConfig 
     intermediate: f.int('intermediate_size'),
     act: f.str('hidden_act', 'gelu'),
     hiddenDropout,
-    attnDropout: f.num('attention_probs_dropout_prob', 0.1),
-    classifierDropout: f.has('classifier_dropout') ? f.num('classifier_dropout') : hiddenDropout,
+    attnDropout: f.num('attention_probs_dropout_prob', 0.1, { min: 0, max: 1 }),
+    classifierDropout: f.has('classifier_dropout') ? f.num('classifier_dropout', undefined, { min: 0, max: 1 }) : hiddenDropout,
     maxPositions: f.int('max_position_embeddings', 512),
     typeVocabSize: f.int('type_vocab_size', 2),
-    eps: f.num('layer_norm_eps', 1e-12),
+    eps: f.num('layer_norm_eps', 1e-12, { min: 0 }),
     padTokenId: f.int('pad_token_id', family === 'bert' ? 0 : 1),
-    initializerRange: f.num('initializer_range', 0.02),
+    initializerRange: f.num('initializer_range', 0.02, { min: 0 }),
   };
   activation(cfg.act);
   return cfg;

@@ -42,10 +42,15 @@ export class Fields {
   optInt(key: string): number | null {
     return this.has(key) ? this.int(key) : null;
   }
-  num(key: string, dflt?: number): number {
+  /** A finite number, within `range` when given (min/max inclusive, above exclusive). */
+  num(key: string, dflt?: number, range: { min?: number; max?: number; above?: number } = {}): number {
     const v = this.raw[key] ?? dflt;
     if (v === undefined) throw new ConfigError(`config.json (${this.modelType}): missing "${key}"`);
     if (typeof v !== 'number' || !Number.isFinite(v)) this.bad(key, 'a number');
+    if ((range.min !== undefined && v < range.min) || (range.max !== undefined && v > range.max) || (range.above !== undefined && !(v > range.above))) {
+      const want = [range.above !== undefined ? `> ${range.above}` : '', range.min !== undefined ? `>= ${range.min}` : '', range.max !== undefined ? `<= ${range.max}` : ''].filter(Boolean).join(' and ');
+      this.bad(key, `a number ${want}`);
+    }
     return v;
   }
   bool(key: string, dflt: boolean): boolean {

@@ -23,6 +23,16 @@ export interface GenerateStep {
   tokens: (number | null)[];
 }
 
+/**
+ * The longest sequence the model was built for (max_position_embeddings, GPT-2's n_positions), or
+ * null when the config names none. Past it GPT-2 has no position embedding and RoPE models run
+ * on positions they never saw in training, so generation stops there and scoring refuses.
+ */
+export function contextLength(model: PretrainedModel): number | null {
+  const v = model.config.max_position_embeddings ?? model.config.n_positions;
+  return typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : null;
+}
+
 function requireCausalLM(model: PretrainedModel): void {
   if (!model.isDecoder || model.task !== 'causal-lm') throw new Error(`generation needs a causal LM; this model is ${model.modelType} (${model.task})`);
 }
@@ -33,7 +43,13 @@ function requireCausalLM(model: PretrainedModel): void {
  */
 export async function* generateStream(model: PretrainedModel, inputIds: Tensor, attentionMask: Tensor | null, o: GenerateOptions = {}): AsyncGenerator<GenerateStep> {
   requireCausalLM(model);
-  const max = o.maxNewTokens ?? 32;
+  const ctx = contextLength(model);
+  const promptLength = inputIds.shape[1]!;
+  if (ctx !== null && promptLength >= ctx) {
+    throw new RangeError(`the prompt is ${promptLength} tokens, but the model's context holds ${ctx} positions (max_position_embeddings) and generation needs room for one more; shorten the prompt`);
+  }
+  // Stop at the context limit, keeping what was generated, rather than failing on the next step.
+  const max = Math.min(o.maxNewTokens ?? 32, ctx === null ? Infinity : ctx - promptLength);
   const b = inputIds.shape[0]!;
   const stop = new Set(o.stopIds ?? []);
   const padId = o.padId ?? (o.stopIds?.[0] ?? 0);
@@ -93,6 +109,10 @@ export interface ScoreResult {
 export function score(model: PretrainedModel, ids: readonly number[]): ScoreResult {
   requireCausalLM(model);
   if (ids.length < 2) throw new Error('scoring needs at least two tokens');
+  const ctx = contextLength(model);
+  if (ctx !== null && ids.length > ctx) {
+    throw new RangeError(`${ids.length} tokens are more than the model's context of ${ctx} positions (max_position_embeddings); score at most ${ctx} tokens at a time`);
+  }
   return noGrad(() => tidy(() => {
     const x = tensor([ids as number[]], { dtype: 'int64' });  // (1, T)
     const logits = model.forward({ inputIds: x }).logits.to('float32');  // (1, T, V)

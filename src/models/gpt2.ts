@@ -46,15 +46,15 @@ export function parseGPT2Config(raw: RawConfig): GPT2Config {
     nHead,
     nInner: f.optInt('n_inner') ?? 4 * nEmbd,
     activation: f.str('activation_function', 'gelu_new'),
-    eps: f.num('layer_norm_epsilon', 1e-5),
-    residPdrop: f.num('resid_pdrop', 0.1),
-    embdPdrop: f.num('embd_pdrop', 0.1),
-    attnPdrop: f.num('attn_pdrop', 0.1),
+    eps: f.num('layer_norm_epsilon', 1e-5, { min: 0 }),
+    residPdrop: f.num('resid_pdrop', 0.1, { min: 0, max: 1 }),
+    embdPdrop: f.num('embd_pdrop', 0.1, { min: 0, max: 1 }),
+    attnPdrop: f.num('attn_pdrop', 0.1, { min: 0, max: 1 }),
     scaleAttnWeights: f.bool('scale_attn_weights', true),
     scaleAttnByInverseLayerIdx: f.bool('scale_attn_by_inverse_layer_idx', false),
     tieWordEmbeddings: f.bool('tie_word_embeddings', true),
     padTokenId: f.optInt('pad_token_id'),
-    initializerRange: f.num('initializer_range', 0.02),
+    initializerRange: f.num('initializer_range', 0.02, { min: 0 }),
   };
 }
 

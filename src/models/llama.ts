@@ -74,8 +74,8 @@ export function parseLlamaConfig(raw: RawConfig, family: LlamaFamily): LlamaConf
     kvHeads,
     headDim,
     act: f.str('hidden_act', 'silu'),
-    eps: f.num('rms_norm_eps', 1e-6),
-    ropeTheta: f.num('rope_theta', 10000),
+    eps: f.num('rms_norm_eps', 1e-6, { min: 0 }),
+    ropeTheta: f.num('rope_theta', 10000, { above: 0 }),  // RoPE divides by powers of theta
     ropeScaling: (rs ?? null) as RopeScaling | null,
     qkvBias: family === 'qwen2' ? true : attentionBias,
     oBias: family === 'qwen2' ? false : attentionBias,
@@ -83,7 +83,7 @@ export function parseLlamaConfig(raw: RawConfig, family: LlamaFamily): LlamaConf
     tieWordEmbeddings: f.bool('tie_word_embeddings', false),
     padTokenId: f.optInt('pad_token_id'),
     slidingWindow: windows,
-    initializerRange: f.num('initializer_range', 0.02),
+    initializerRange: f.num('initializer_range', 0.02, { min: 0 }),
     maxPositions: f.int('max_position_embeddings', 2048),
   };
   ropeInvFreq(headDim, cfg.ropeTheta, cfg.ropeScaling);  // validates rope_scaling now, not at first forward

@@ -77,17 +77,17 @@ export function checkModelFits(raw: RawConfig, dtype: string | undefined, source
 }
 
 /**
- * Throws when LoRA of rank `r` on every linear layer of the model would not fit for training
- * (weights, gradients and two AdamW moments, float32), before any adapter tensor is allocated.
+ * Throws when LoRA of rank `r` on every linear layer of the model would not fit (for training:
+ * weights, gradients and two AdamW moments, float32), before any adapter tensor is allocated.
  */
-export function checkLoraFits(raw: RawConfig, r: number, source: string): void {
+export function checkLoraFits(raw: RawConfig, r: number, source: string, o: { training?: boolean } = {}): void {
   const d = dims(raw);
   // Up to 7 linears per block (q, k, v, o, gate, up, down), each adding r * (in + out) parameters.
   const params = r * d.layers * (4 * 2 * d.hidden + 3 * (d.hidden + d.inner));
-  const bytes = params * 4 * 4;
+  const bytes = params * 4 * (o.training ? 4 : 1);
   const avail = availableMemory();
   if (bytes > avail) {
-    throw new Error(`${source}: LoRA rank r = ${r} on this model (${d.named.join(', ')}) would need about ${human(bytes)} to train, ` +
+    throw new Error(`${source}: LoRA rank r = ${r} on this model (${d.named.join(', ')}) would need about ${human(bytes)}${o.training ? ' to train' : ''}, ` +
       `more than the ${human(avail)} of memory available; use a smaller r (8 to 64 is usual)`);
   }
 }

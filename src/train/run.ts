@@ -13,6 +13,8 @@ import type { DType } from '../tensor/index.js';
 import type { Task } from '../models/types.js';
 import { Trainer, type TrainerConfig, type TrainResult } from './trainer.js';
 import { checkRunKeys } from './run-keys.js';
+import { checkLoraFits } from '../models/size.js';
+import { readConfig } from '../models/config.js';
 import { prepareRunOutput, reportSkipped } from './run-output.js';
 import { writeFileAtomic } from '../io/atomic.js';
 
@@ -83,6 +85,7 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
   const log = o.log ?? ((s: string) => console.log(s));
   // Before anything costly: never into an earlier run's folder without overwrite; resume needs a checkpoint.
   prepareRunOutput(c.output, c.model, o, log);
+  if (c.method === 'lora' && typeof c.lora?.r === 'number') checkLoraFits(readConfig(join(c.model, 'config.json')), c.lora.r, 'lora.r (--r)', { training: true });
   const tok = HFTokenizer.fromDir(c.model);
   const trainRead = readRecords(c.data.train, { onBadRow: c.data.onBadRow ?? 'error' });
   const built = await buildExamples(trainRead.records, tok, c);
