@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  tidy, noGrad, tensor, loadModel, PeftModel, savePeftAdapters, loadPeftAdapter, readSafetensors, LoraLayer,
+  tidy, noGrad, tensor, loadModel, PeftModel, savePeftAdapters, loadPeftAdapter, readSafetensors, LoraLayer, addWeightedAdapter,
   type Tensor, type PretrainedModel,
 } from '../src/index.js';
 
@@ -186,6 +186,28 @@ test('item 8: with one active adapter merged and another not, the layer runs its
   const got = logits(m, x);
   assert.ok(diff(got, onlyDefault) < 1e-5, 'the unmerged "b" adds nothing while "default" is merged');
   assert.ok(diff(got, both) > 1e-3);
+  peft.dispose();
+}));
+
+test('item 9: add_weighted_adapter edge cases as PEFT: one adapter is linear, cat rank = sum of config ranks, svd_clamp, PEFT svd scaling on request', () => tidy(() => {
+  const m = f32('llama');
+  const peft = PeftModel.create(m, { r: 2, loraAlpha: 8, targetModules: ['q_proj'], initLoraWeights: false }, { seed: 1 });
+  peft.addAdapter('b', { r: 3, loraAlpha: 3, targetModules: ['v_proj'], initLoraWeights: false }, { seed: 2 });
+  assert.equal(addWeightedAdapter(peft, ['default'], [0.5], 'one', { combination: 'svd', svdRank: 1 }), 2, 'a single adapter combines linearly: its rank, not svdRank');
+  assert.equal(addWeightedAdapter(peft, ['default', 'b'], [1, 1], 'cat', { combination: 'cat' }), 5, 'cat: r_a + r_b even where the two never share a layer');
+  assert.throws(() => addWeightedAdapter(peft, ['default', 'b'], [1, 1], 'cat'), /"cat" already exists/);
+  const q = m.getSubmodule('model.layers.0.self_attn.q_proj') as LoraLayer;
+  addWeightedAdapter(peft, ['default'], [1], 'lin');
+  addWeightedAdapter(peft, ['default', 'b'], [0.5, 1], 'svd-ours', { combination: 'svd', svdRank: 2 });
+  addWeightedAdapter(peft, ['default', 'b'], [0.5, 1], 'svd-peft', { combination: 'svd', svdRank: 2, svdScaling: 'peft' });
+  const s = q.scaling('default');  // 8 / 2 = 4
+  const want = q.deltaWeight('default');
+  assert.ok(diff(q.deltaWeight('svd-ours'), want.mul(0.5)) < 1e-4, 'ours: w ΔW');
+  assert.ok(diff(q.deltaWeight('svd-peft'), want.mul(0.5 * s)) < 1e-4, "PEFT's: w s ΔW");
+  addWeightedAdapter(peft, ['default', 'b'], [1, 1], 'clamped', { combination: 'svd', svdRank: 2, svdClamp: 0.5 });
+  const hi = Math.max(q.A('clamped').abs().max().item(), q.B('clamped').abs().max().item());
+  const un = Math.max(q.A('svd-ours').abs().max().item(), q.B('svd-ours').abs().max().item() / 0.5);
+  assert.ok(hi < un, 'clamped to the median magnitude');
   peft.dispose();
 }));
 

@@ -18,7 +18,7 @@ export function magnitudePrune(t: Tensor, density: number): Tensor {
 
 /**
  * DARE: keeps each entry with probability `density`, rescaling survivors by 1/density so the
- * expectation is unchanged (the paper's rescale; PEFT computes the division but discards it).
+ * expectation is unchanged (the paper's rescale; PEFT's merge_utils.random_pruning with rescale=True).
  */
 export function randomPrune(t: Tensor, density: number, seed: number): Tensor {
   if (density >= 1) return t;
