@@ -124,16 +124,28 @@ test('instruction: -100 exactly over the prompt, response + EOS learned', async 
   await assert.rejects(buildInstruction(fromObjects([{ prompt: 'x', response: '  ' }], 'f.jsonl'), tok), /f\.jsonl:1: field "response" is empty/);
 });
 
-test('instruction: chat messages via the chat template; last assistant turn is the response', async () => {
+test('instruction: chat messages via the chat template; every assistant turn is trained (lastTurnOnly: the last)', async () => {
   const messages = [
     { role: 'user', content: 'hi' }, { role: 'assistant', content: 'hey' }, { role: 'user', content: 'bye' }, { role: 'assistant', content: 'ok' },
   ];
   const { examples } = await buildInstruction(fromObjects([{ messages }]), tok);
   // Template: <role>content<eos> per turn; the generation prompt is "<assistant>".
-  const prompt = [...bytes('<user>hi'), EOS, ...bytes('<assistant>hey'), EOS, ...bytes('<user>bye'), EOS, ...bytes('<assistant>')];
+  const ctx1 = [...bytes('<user>hi'), EOS, ...bytes('<assistant>')];
+  const turn1 = [...bytes('hey'), EOS];
+  const ctx2 = [...bytes('<user>bye'), EOS, ...bytes('<assistant>')];
   const response = [...bytes('ok'), EOS]; // the template wrote EOS itself: not appended twice
-  assert.deepEqual(examples[0]!.inputIds, [...prompt, ...response]);
-  assert.deepEqual(examples[0]!.labels, [...prompt.map(() => X), ...response]);
+  assert.deepEqual(examples[0]!.inputIds, [...ctx1, ...turn1, ...ctx2, ...response]);
+  assert.deepEqual(examples[0]!.labels, [...ctx1.map(() => X), ...turn1, ...ctx2.map(() => X), ...response], 'both assistant turns are learned');
+  const last = (await buildInstruction(fromObjects([{ messages }]), tok, { lastTurnOnly: true })).examples[0]!;
+  const prompt = [...ctx1, ...turn1, ...ctx2];
+  assert.deepEqual(last.inputIds, [...prompt, ...response]);
+  assert.deepEqual(last.labels, [...prompt.map(() => X), ...response]);
+  // Cut to 12 tokens: the final response stays whole, the context loses its start, labels follow.
+  const cut = (await buildInstruction(fromObjects([{ messages }]), tok, { maxLength: 12 })).examples[0]!;
+  const all = [...ctx1, ...turn1, ...ctx2];
+  const allLabels = [...ctx1.map(() => X), ...turn1, ...ctx2.map(() => X)];
+  assert.deepEqual(cut.inputIds, [...all.slice(all.length - 9), ...response]);
+  assert.deepEqual(cut.labels, [...allLabels.slice(all.length - 9), ...response]);
   await assert.rejects(buildInstruction(fromObjects([{ messages: messages.slice(0, 3) }], 'c.jsonl'), tok), /c\.jsonl:1: the last message of "messages" must be the assistant's/);
   await assert.rejects(buildInstruction(fromObjects([{ messages: [{ role: 'user' }] }], 'c.jsonl'), tok), /c\.jsonl:1: messages\[0\]\.content must be a string/);
   const noTemplate = HFTokenizer.fromJson(JSON.stringify(byteLevelBpe({ specialsFirst: ['<pad>', '<eos>'] }).json), { eos_token: '<eos>' });

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, cpSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -129,4 +129,29 @@ test('inspect lists tensors and the config; a bad file is a clear error with exi
   assert.equal(e.status, 1);
   assert.match(e.stderr, /adapterkit inspect: .*bad\.safetensors/);
   assert.match(cli('inspect', join(work, 'nope')).stderr, /does not exist/);
+});
+
+test('generate reads generation_config.json: max_length and every eos_token_id; flags win', async () => {
+  const dir = join(work, 'llama-genconfig');
+  cpSync(llama, dir, { recursive: true });
+  const tok = HFTokenizer.fromDir(dir);
+  const promptIds = await tok.encode('abc');
+  const greedy = (...extra: string[]) => cli('generate', '--model', dir, '--prompt', 'abc', '--max-new-tokens', '6', ...extra);
+  const six = greedy();
+  assert.equal(six.status, 0, six.stderr);
+  const ref = cli('score', '--model', dir, '--text', 'abc', '--json');  // the model runs
+  assert.equal(ref.status, 0, ref.stderr);
+  // max_length counts the prompt (HF): prompt + 2 -> two new tokens, when no flag says otherwise.
+  writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ max_length: promptIds.length + 2 }));
+  const two = cli('generate', '--model', dir, '--prompt', 'abc');
+  assert.equal(two.status, 0, two.stderr);
+  const twoIds = await tok.encode(two.stdout.replace(/\n$/, ''), { addSpecialTokens: false });
+  assert.ok(twoIds.length <= 2 && six.stdout.startsWith(two.stdout.replace(/\n$/, '')), `${JSON.stringify(two.stdout)} vs ${JSON.stringify(six.stdout)}`);
+  assert.equal(greedy().stdout, six.stdout, '--max-new-tokens wins over max_length');
+  // Every id of an eos_token_id list stops: list the first greedy token (and an unrelated id).
+  const first = (await tok.encode(six.stdout.replace(/\n$/, ''), { addSpecialTokens: false }))[0]!;
+  writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [299, first] }));
+  const stopped = greedy();
+  assert.equal(stopped.status, 0, stopped.stderr);
+  assert.ok(stopped.stdout.length < six.stdout.length, `stopped at the listed EOS: ${JSON.stringify(stopped.stdout)}`);
 });

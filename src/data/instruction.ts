@@ -3,8 +3,9 @@
 // its closing EOS. Two row shapes:
 //   {prompt, response}  (field names configurable)
 //   {messages: [{role, content}, …]}  rendered with the tokenizer's chat template; the last message
-//                                     must be the assistant's, and is the response; earlier turns,
-//                                     assistant ones included, are context.
+//                                     must be the assistant's. Every assistant turn is trained (its
+//                                     content and the template's turn end), everything else is
+//                                     context; `lastTurnOnly` trains the final turn alone.
 // Prompt and response are tokenized separately so the mask boundary is exact; a BPE merge across
 // the boundary (rare: templates end the prompt at a marker) is given up for that exactness.
 import type { ChatMessage, HFTokenizer } from '../tokenizer/tokenizer.js';
@@ -27,6 +28,8 @@ export interface InstructionOptions extends BadRowOptions {
    * response does not already contain EOS, since most templates close the turn with it themselves.
    */
   appendEos?: boolean;
+  /** Chat rows: train only the last assistant turn, earlier ones being context (default false: every assistant turn). */
+  lastTurnOnly?: boolean;
 }
 
 /**
@@ -93,17 +96,42 @@ export async function buildInstruction(records: readonly DataRecord[], tok: HFTo
   const examples = await bad.map(records, async (r): Promise<TokenExample> => {
     let prompt: number[];
     let response: number[];
+    /** Labels of the prompt part: IGNORE_INDEX, except earlier assistant turns of a chat. */
+    let promptLabels: number[] | null = null;
     if (Object.prototype.hasOwnProperty.call(r.data, messagesField)) {
       if (!tok.chatTemplate) throw new Error(`${r.source}:${r.line}: a "${messagesField}" row needs a chat template, and this tokenizer has none (chat_template in tokenizer_config.json)`);
       const msgs = parseMessages(r, messagesField);
-      // The prompt is everything up to the assistant's turn, as rendered at generation time; the
-      // response is what the full rendering adds after it (content plus the template's turn end).
-      const head = render(tok, msgs.slice(0, -1), true);
+      // Each assistant turn k: its prompt is the conversation before it as rendered at generation
+      // time, its response what the rendering of turns 0..k adds after that (content plus the
+      // template's turn end). Every such rendering must extend the previous one, so the pieces
+      // tile the full text exactly.
       const full = render(tok, msgs, false);
-      if (!full.startsWith(head)) throw new RowProblem('the chat template does not render the conversation as an extension of its prompt, so the response cannot be separated');
-      // Templates write their own BOS into the text, so the tokenizer must not add another.
-      prompt = await tok.encode(head, { addSpecialTokens: false });
-      response = await tok.encode(full.slice(head.length), { addSpecialTokens: false });
+      const turns = msgs.map((m, k) => k).filter((k) => msgs[k]!.role === 'assistant' && (!o.lastTurnOnly || k === msgs.length - 1));
+      const ids: number[] = [];
+      const labels: number[] = [];
+      let at = 0;
+      let last: number[] = [];
+      for (const k of turns) {
+        const head = render(tok, msgs.slice(0, k), true);
+        const upTo = k === msgs.length - 1 ? full : render(tok, msgs.slice(0, k + 1), false);
+        if (!full.startsWith(upTo) || !upTo.startsWith(head) || head.length < at) {
+          throw new RowProblem('the chat template does not render the conversation as an extension of its prompt, so the response cannot be separated');
+        }
+        // Templates write their own BOS into the text, so the tokenizer must not add another.
+        const ctx = await tok.encode(full.slice(at, head.length), { addSpecialTokens: false });
+        const resp = await tok.encode(full.slice(head.length, upTo.length), { addSpecialTokens: false });
+        ids.push(...ctx);
+        labels.push(...ctx.map(() => IGNORE_INDEX));
+        if (k !== msgs.length - 1) {
+          ids.push(...resp);
+          labels.push(...resp);
+        }
+        last = resp;
+        at = upTo.length;
+      }
+      prompt = ids;
+      promptLabels = labels;
+      response = last;
       if (eos !== null && !response.includes(eos)) response.push(eos);
     } else {
       const p = stringField(r, o.promptField ?? 'prompt');
@@ -112,14 +140,21 @@ export async function buildInstruction(records: readonly DataRecord[], tok: HFTo
       response = await tok.encode(resp, { addSpecialTokens: false });
       if (eos !== null) response.push(eos);
     }
+    let pLabels = promptLabels ?? prompt.map(() => IGNORE_INDEX);
     if (o.maxLength !== undefined) {
       const fit = fitPromptResponse(prompt, response, o.maxLength, minPrompt, tok.bosTokenId);
-      if (fit.truncated) truncated++;
+      if (fit.truncated) {
+        truncated++;
+        // The prompt lost tokens from its start (a leading BOS kept): cut its labels the same way.
+        const n = fit.prompt.length;
+        const keptBos = n >= 2 && tok.bosTokenId !== null && prompt[0] === tok.bosTokenId && fit.prompt[0] === tok.bosTokenId && prompt.length > n;
+        pLabels = n === 0 ? [] : keptBos ? [pLabels[0]!, ...pLabels.slice(pLabels.length - (n - 1))] : pLabels.slice(pLabels.length - n);
+      }
       ({ prompt, response } = fit);
     }
     return {
       inputIds: [...prompt, ...response],
-      labels: [...prompt.map(() => IGNORE_INDEX), ...response],
+      labels: [...pLabels, ...response],
       origin: `${r.source}:${r.line}`,
     };
   });

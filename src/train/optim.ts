@@ -1,7 +1,7 @@
 // Optimizers over float32 state: AdamW (decoupled weight decay; Loshchilov & Hutter 2019, as
 // torch.optim.AdamW) and SGD with momentum. A parameter stored in bfloat16/float16 (full fine-tuning
 // of a reduced-precision model) gets a float32 master copy: the update happens there and is cast back.
-import { keep, noGrad, zerosLike, type Tensor } from '../tensor/index.js';
+import { keep, noGrad, zerosLike, full, type Tensor } from '../tensor/index.js';
 
 export interface AdamWOptions { lr: number; betas?: [number, number]; eps?: number; weightDecay?: number }
 export interface SGDOptions { lr: number; momentum?: number; weightDecay?: number; nesterov?: boolean }
@@ -31,6 +31,12 @@ abstract class Base implements Optimizer {
   stepCount = 0;
   protected readonly state = new Map<string, Map<string, Tensor>>();
   protected readonly master = new Map<string, Tensor>();
+  /**
+   * Updates each parameter has had (torch's per-parameter state["step"]): a parameter without a
+   * gradient on some steps (a frozen-then-unfrozen head, an adapter inactive for a while) is not
+   * counted on those steps, so its bias correction is its own. Saved as "<name>::step".
+   */
+  protected readonly steps = new Map<string, number>();
 
   constructor(protected readonly params: ParamGroup[], public lr: number) {
     for (const p of params) {
@@ -44,7 +50,8 @@ abstract class Base implements Optimizer {
     if (!t) s.set(key, (t = keep(zerosLike(like))));
     return t;
   }
-  protected abstract update(p: ParamGroup, w: Tensor, g: Tensor): void;
+  /** `t`: this parameter's own update count, this update included (1 on its first). */
+  protected abstract update(p: ParamGroup, w: Tensor, g: Tensor, t: number): void;
 
   step(): void {
     this.stepCount++;
@@ -55,7 +62,9 @@ abstract class Base implements Optimizer {
         const master = this.master.get(p.name);
         const w = master ?? p.param;
         const g = g0.dtype === w.dtype ? g0 : g0.to(w.dtype);
-        this.update(p, w, g);
+        const t = (this.steps.get(p.name) ?? 0) + 1;
+        this.steps.set(p.name, t);
+        this.update(p, w, g, t);
         if (master) p.param.copy_(master);  // cast back into the stored dtype
         g.dispose();
         if (g !== g0) g0.dispose();
@@ -69,16 +78,29 @@ abstract class Base implements Optimizer {
     const out = new Map<string, Tensor>();
     for (const [n, s] of this.state) for (const [k, t] of s) out.set(`${n}::${k}`, t);
     for (const [n, t] of this.master) out.set(`${n}::master`, t);
+    for (const [n, t] of this.steps) {
+      // A one-element float32 tensor kept in the state (exact for counts below 2^24).
+      let slots = this.state.get(n);
+      if (!slots) this.state.set(n, (slots = new Map()));
+      let s = slots.get('step');
+      if (!s) slots.set('step', (s = keep(full([1], t))));
+      else noGrad(() => s!.fill_(t));
+      out.set(`${n}::step`, s);
+    }
     return out;
   }
   loadStateTensors(state: Map<string, Tensor>, stepCount: number): void {
     this.stepCount = stepCount;
+    this.steps.clear();
+    const hasSteps = [...state.keys()].some((k) => k.endsWith('::step'));
     noGrad(() => {
       for (const [key, t] of state) {
         const at = key.lastIndexOf('::');
         const [n, k] = [key.slice(0, at), key.slice(at + 2)];
         if (!this.params.some((p) => p.name === n)) throw new Error(`optimizer state names parameter "${n}", which is not being trained`);
-        if (k === 'master') {
+        if (k === 'step') {
+          this.steps.set(n, t.item());
+        } else if (k === 'master') {
           this.master.get(n)?.dispose();
           this.master.set(n, keep(t.to('float32').clone()));
         } else {
@@ -86,6 +108,8 @@ abstract class Base implements Optimizer {
           if (!s) this.state.set(n, (s = new Map()));
           s.get(k)?.dispose();
           s.set(k, keep(t.to('float32').clone()));
+          // Checkpoints from before per-parameter steps: every parameter with state counts all steps.
+          if (!hasSteps && !this.steps.has(n)) this.steps.set(n, stepCount);
         }
       }
     });
@@ -95,6 +119,7 @@ abstract class Base implements Optimizer {
     for (const t of this.master.values()) t.dispose();
     this.state.clear();
     this.master.clear();
+    this.steps.clear();
   }
 }
 
@@ -110,10 +135,9 @@ export class AdamW extends Base {
     this.eps = o.eps ?? 1e-8;
     this.wd = o.weightDecay ?? 0.01;
   }
-  protected update(p: ParamGroup, w: Tensor, g: Tensor): void {
+  protected update(p: ParamGroup, w: Tensor, g: Tensor, t: number): void {
     const m = this.slot(p.name, 'exp_avg', w);
     const v = this.slot(p.name, 'exp_avg_sq', w);
-    const t = this.stepCount;
     if (p.decay && this.wd > 0) w.mul_(1 - this.lr * this.wd);  // decoupled: not through the gradient
     m.lerp_(g, 1 - this.b1);  // m = b1 m + (1 - b1) g
     v.mul_(this.b2).addcmul_(g, g, 1 - this.b2);  // v = b2 v + (1 - b2) g²
@@ -131,14 +155,14 @@ export class SGD extends Base {
   constructor(params: ParamGroup[], private readonly o: SGDOptions) {
     super(params, o.lr);
   }
-  protected update(p: ParamGroup, w: Tensor, g0: Tensor): void {
+  protected update(p: ParamGroup, w: Tensor, g0: Tensor, t: number): void {
     let g = g0;
     const wd = this.o.weightDecay ?? 0;
     if (p.decay && wd > 0) g = g.add(w, wd);  // classic L2 (coupled), as torch.optim.SGD
     const mom = this.o.momentum ?? 0;
     if (mom > 0) {
       const buf = this.slot(p.name, 'momentum_buffer', w);
-      if (this.stepCount === 1) buf.copy_(g);
+      if (t === 1) buf.copy_(g);  // torch: the buffer starts at this parameter's first gradient
       else buf.mul_(mom).add_(g);
       g = this.o.nesterov ? g.add(buf, mom) : buf;
     }
