@@ -119,7 +119,8 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
   } else model.requiresGrad_(true);
   log(`data: ${train.length} training and ${evalSet.length} evaluation examples (${c.task})`);
   mkdirSync(c.output, { recursive: true });
-  writeFileAtomic(join(c.output, 'run_config.json'), new TextEncoder().encode(JSON.stringify(c, null, 2) + '\n'));
+  // A resumed run keeps the config it started with (and a refused resume changes nothing).
+  if (!o.resume) writeFileAtomic(join(c.output, 'run_config.json'), new TextEncoder().encode(JSON.stringify(c, null, 2) + '\n'));
   const trainer = new Trainer({
     model, peft, train, eval: evalSet, collate: collateOptions(tok),
     config: { task: MODEL_TASK[c.task] === 'causal-lm' ? 'causal-lm' : (c.task as 'sequence-classification' | 'token-classification'), evalEvery: 50, ...c.training, outputDir: c.output },
