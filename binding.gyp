@@ -12,7 +12,8 @@
         "native/ops_reduce.cc",
         "native/ops_nn.cc",
         "native/autograd.cc",
-        "native/fused.cc"
+        "native/fused.cc",
+        "native/profiler.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -9,6 +9,7 @@ void registerReduce(Napi::Object e);
 void registerNN(Napi::Object e);
 void registerAutograd(Napi::Object e);
 void registerFused(Napi::Object e);
+void registerProfiler(Napi::Object e);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerMeta(exports);
@@ -19,6 +20,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerNN(exports);
   registerAutograd(exports);
   registerFused(exports);
+  registerProfiler(exports);
   return exports;
 }
 

@@ -1,6 +1,7 @@
 // adapterkit native shim: handle wrapping and argument parsing.
 #include "common.h"
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <cmath>
 #include <stdexcept>
 
@@ -131,11 +132,18 @@ at::Scalar Sc(const Napi::CallbackInfo& info, size_t i, const at::Tensor& like) 
   return at::Scalar(d);
 }
 
-c10::optional<at::Generator> Gen(const Napi::CallbackInfo& info, size_t i) {
+c10::optional<at::Generator> Gen(const Napi::CallbackInfo& info, size_t i, const at::Device& device) {
   if (!Has(info, i)) return c10::nullopt;
-  int64_t seed = I64(info, i);
-  auto g = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
-  return g;
+  uint64_t seed = static_cast<uint64_t>(I64(info, i));
+  if (device.is_cuda()) {
+    // A fresh CUDA generator without CUDA headers: clone the device's default one, then seed it
+    // (a CPU generator cannot drive a kernel on a CUDA tensor).
+    at::Generator g = at::detail::getCUDAHooks().getDefaultCUDAGenerator(device.has_index() ? device.index() : -1).clone();
+    std::lock_guard<std::mutex> lock(g.mutex());
+    g.set_current_seed(seed);
+    return g;
+  }
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
 }
 
 }  // namespace ak

@@ -35,7 +35,8 @@ at::ScalarType Dtype(const Napi::CallbackInfo& info, size_t i);
 at::Device Dev(const Napi::CallbackInfo& info, size_t i);
 // A JS number as a Scalar that keeps integer tensors integral (2 on an int64 tensor stays int64).
 at::Scalar Sc(const Napi::CallbackInfo& info, size_t i, const at::Tensor& like);
-c10::optional<at::Generator> Gen(const Napi::CallbackInfo& info, size_t i);  // seed or undefined
+// A generator seeded from info[i] (or nullopt for the global one), on the device the draw runs on.
+c10::optional<at::Generator> Gen(const Napi::CallbackInfo& info, size_t i, const at::Device& device = at::kCPU);
 
 [[noreturn]] void fail(const std::string& msg);
 

@@ -43,19 +43,22 @@ AK_OP(randint) {  // randint(low, high, shape, dtype, device, seed?)
   AK_RET(place(at::randint(I64(info, 0), I64(info, 1), shape, Gen(info, 5), opts(info, 3)), info, 4));
 }
 // multinomial(probs, n, replacement, seed?)
-AK_OP(multinomial) { AK_RET(at::multinomial(T(info, 0), I64(info, 1), B(info, 2), Gen(info, 3))); }
+AK_OP(multinomial) {
+  auto& p = T(info, 0);
+  AK_RET(at::multinomial(p, I64(info, 1), B(info, 2), Gen(info, 3, p.device())));
+}
 
 // In-place initialisers used by adapter init (kaiming-uniform, gaussian): uniform_(t, a, b, seed?)
 AK_OP(uniform_) {
   auto& t = T(info, 0);
   at::NoGradGuard ng;
-  t.uniform_(D(info, 1), D(info, 2), Gen(info, 3));
+  t.uniform_(D(info, 1), D(info, 2), Gen(info, 3, t.device()));
   return info.Env().Undefined();
 }
 AK_OP(normal_) {
   auto& t = T(info, 0);
   at::NoGradGuard ng;
-  t.normal_(D(info, 1), D(info, 2), Gen(info, 3));
+  t.normal_(D(info, 1), D(info, 2), Gen(info, 3, t.device()));
   return info.Env().Undefined();
 }
 

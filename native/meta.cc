@@ -6,6 +6,8 @@
 #include <chrono>
 #include <malloc.h>
 #include <cstring>
+#include <dlfcn.h>
+#include <ATen/Version.h>
 
 using namespace ak;
 
@@ -106,15 +108,32 @@ AK_OP(getNumThreads) { return Napi::Number::New(info.Env(), at::get_num_threads(
 
 AK_OP(manualSeed) {
   uint64_t seed = static_cast<uint64_t>(I64(info, 0));
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_current_seed(seed);
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(seed);
+  }
+  // Every CUDA device's default generator too (dropout and unseeded sampling on the GPU), as
+  // torch.manual_seed does.
+  if (at::hasCUDA()) {
+    auto& hooks = at::detail::getCUDAHooks();
+    for (int d = 0; d < hooks.getNumGPUs(); d++) {
+      auto g = hooks.getDefaultCUDAGenerator(static_cast<at::DeviceIndex>(d));
+      std::lock_guard<std::mutex> lock(g.mutex());
+      g.set_current_seed(seed);
+    }
+  }
   return info.Env().Undefined();
 }
 
 AK_OP(cudaAvailable) { return Napi::Boolean::New(info.Env(), at::hasCUDA()); }
 AK_OP(cudaDeviceCount) {
   return Napi::Number::New(info.Env(), at::hasCUDA() ? static_cast<double>(at::detail::getCUDAHooks().getNumGPUs()) : 0.0);
+}
+// bfloat16 on a CUDA device: compute capability 8.0+ (libtorch's own test for cuDNN v8 bf16, the only
+// one reachable without CUDA headers).
+AK_OP(cudaBf16Supported) {
+  return Napi::Boolean::New(info.Env(), at::hasCUDA() && at::detail::getCUDAHooks().supportsBFloat16ConvolutionWithCuDNNv8());
 }
 AK_OP(liveTensors) { return Napi::Number::New(info.Env(), static_cast<double>(g_live.load())); }
 AK_OP(torchVersion) { return Napi::String::New(info.Env(), std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." + std::to_string(TORCH_VERSION_PATCH)); }
@@ -138,6 +157,45 @@ AK_OP(tuneAllocator) {
     ok &= mallopt(M_TOP_PAD, 0);
   }
   return Napi::Boolean::New(info.Env(), ok == 1);
+}
+
+// What the engine runs on: libtorch's build configuration (BLAS, oneDNN, the ATen CPU capability in
+// use), its thread pools, and, when the BLAS is OpenBLAS, the kernel set OpenBLAS chose for this CPU.
+// OpenBLAS is found among the libraries already loaded (RTLD_NOLOAD): nothing new is loaded.
+AK_OP(engineInfo) {
+  auto env = info.Env();
+  auto out = Napi::Object::New(env);
+  out.Set("buildConfig", at::show_config());
+  out.Set("parallelInfo", at::get_parallel_info());
+  out.Set("mkldnn", at::hasMKLDNN());
+  const char* names[] = {"libopenblas.so.0", "libblas.so.3", "libopenblasp-r0.3.21.so"};
+  for (const char* name : names) {
+    void* h = dlopen(name, RTLD_NOLOAD | RTLD_LAZY);
+    if (!h) continue;
+    auto corename = reinterpret_cast<char* (*)()>(dlsym(h, "openblas_get_corename"));
+    auto config = reinterpret_cast<char* (*)()>(dlsym(h, "openblas_get_config"));
+    auto threads = reinterpret_cast<int (*)()>(dlsym(h, "openblas_get_num_threads"));
+    if (corename && config) {
+      out.Set("openblasCore", std::string(corename()));
+      out.Set("openblasConfig", std::string(config()));
+      if (threads) out.Set("openblasThreads", threads());
+      dlclose(h);
+      break;
+    }
+    dlclose(h);
+  }
+  return out;
+}
+
+// Flush-to-zero for float32 denormals (values below 1.2e-38), as torch.set_flush_denormal(True):
+// the CPU handles denormal operands in microcode, ~13x slower per multiply (measured), and AdamW's
+// second moments of tiny gradients are full of them. MXCSR is per thread, so it is set on this
+// thread and on each intra-op worker (one chunk per thread); threads created later inherit it.
+AK_OP(setFlushDenormal) {
+  bool on = B(info, 0);
+  bool ok = at::globalContext().setFlushDenormal(on);
+  at::parallel_for(0, at::get_num_threads(), 1, [on](int64_t, int64_t) { at::globalContext().setFlushDenormal(on); });
+  return Napi::Boolean::New(info.Env(), ok);
 }
 
 // Seconds per matmul, timed inside C++ (no N-API in the loop): the reference for the binding's cost.
@@ -170,8 +228,11 @@ void registerMeta(Napi::Object exports) {
   AK_REG(exports, cudaAvailable);
   AK_REG(exports, cudaDeviceCount);
   AK_REG(exports, liveTensors);
+  AK_REG(exports, cudaBf16Supported);
   AK_REG(exports, torchVersion);
   AK_REG(exports, noop);
   AK_REG(exports, tuneAllocator);
   AK_REG(exports, benchMatmul);
+  AK_REG(exports, engineInfo);
+  AK_REG(exports, setFlushDenormal);
 }

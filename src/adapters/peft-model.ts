@@ -8,6 +8,8 @@ import { adapterMethod } from './registry.js';
 import { findTargets, allLinearExclusions } from './targets.js';
 import { isTunerLayer, type AdapterConfigBase, type AdapterContext, type AdapterOptions, type TunerLayer } from './types.js';
 import { ModulesToSave } from './modules-to-save.js';
+import { TrainableTokens, isTrainableTokens } from './trainable-tokens.js';
+import { Embedding, Linear } from '../nn/layers.js';
 import { collectCovariances } from './covariance.js';
 import './lora/index.js';
 
@@ -67,9 +69,9 @@ export class PeftModel {
     const hidden: string[] = [];
     for (const [path, m] of this.model.namedModules()) {
       if (hidden.some((h) => path.startsWith(h + '.'))) continue;
-      if (isTunerLayer(m) || m instanceof ModulesToSave) {
+      if (isTunerLayer(m) || m instanceof ModulesToSave || isTrainableTokens(m)) {
         hidden.push(path);
-        out.push([path, isTunerLayer(m) ? m.baseLayer : m.original_module]);
+        out.push([path, isTunerLayer(m) ? m.baseLayer : m instanceof ModulesToSave ? m.original_module : m.baseLayer]);
       } else out.push([path, m]);
     }
     return out;
@@ -80,6 +82,10 @@ export class PeftModel {
   }
   private savers(): [string, ModulesToSave][] {
     return this.model.namedModules().filter((e): e is [string, ModulesToSave] => e[1] instanceof ModulesToSave);
+  }
+  /** trainable_token_indices wrappers (embeddings, and a head tied to one). */
+  tokenWrappers(): [string, TrainableTokens][] {
+    return this.model.namedModules().filter((e): e is [string, TrainableTokens] => isTrainableTokens(e[1]));
   }
 
   addAdapter(name: string, partial: AdapterOptions | AdapterConfigBase, opts: AddAdapterOptions = {}): AdapterConfigBase {
@@ -119,6 +125,7 @@ export class PeftModel {
     }
     method.afterWrap?.(config, paths.map((p) => this.model.getSubmodule(p) as TunerLayer));
     this.addModulesToSave(name, config.modulesToSave ?? []);
+    this.addTrainableTokens(name, config);
     this.configs.set(name, config);
     this.applyBias(config, paths);
     return config;
@@ -145,6 +152,50 @@ export class PeftModel {
     }
   }
 
+  /**
+   * PEFT's trainable_token_indices (utils/other.py, set_additional_trainable_modules): a list trains
+   * those rows of the input embedding; a {name: indices} map those of each module whose path ends
+   * with the name (one must match). A head tied to the embedding reads the same rows (PEFT ties
+   * them when the indices agree).
+   */
+  private addTrainableTokens(name: string, config: AdapterConfigBase): void {
+    const spec = config.trainableTokenIndices;
+    if (spec === null || spec === undefined) return;
+    const embeddings = this.modules().filter(([, m]) => m instanceof Embedding).map(([p]) => p);
+    const input = embeddings.find((p) => /(^|\.)(embed_tokens|wte|word_embeddings)$/.test(p)) ?? null;
+    const targets: [string, number[]][] = Array.isArray(spec)
+      ? [[input ?? '', spec]]
+      : Object.entries(spec).map(([k, v]) => [k, v] as [string, number[]]);
+    if (Array.isArray(spec) && input === null) throw new Error('trainable_token_indices: this model has no input embedding named embed_tokens / wte / word_embeddings');
+    for (const [key] of targets) {
+      if ((config.modulesToSave ?? []).includes(key)) throw new Error(`trainable_token_indices: "${key}" is in modules_to_save too (trained fully); use one or the other, as PEFT requires`);
+    }
+    const tied = this.model.tiedParameters();
+    const wrapped: string[] = [];
+    for (const [key, indices] of targets) {
+      const hits = this.modules().filter(([p, m]) => p !== '' && p.endsWith(key) && (m instanceof Embedding || m instanceof Linear));
+      if (!hits.length) throw new Error(`trainable_token_indices: "${key}" matched no embedding of this ${this.model.modelType} model`);
+      for (const [path] of hits) {
+        let w = this.model.getSubmodule(path);
+        if (!isTrainableTokens(w)) {
+          w = new TrainableTokens(w as Embedding | Linear, this.ctx);
+          this.model.setSubmodule(path, w);
+        }
+        (w as TrainableTokens).addAdapter(name, indices);
+        wrapped.push(path);
+      }
+    }
+    // A head whose weight is tied to a wrapped embedding reads the same rows (not saved separately).
+    for (const [headParam, embParam] of tied) {
+      const head = headParam.replace(/\.weight$/, '');
+      const emb = embParam.replace(/\.weight$/, '');
+      if (!wrapped.includes(emb) || wrapped.includes(head)) continue;
+      const src = this.model.getSubmodule(emb) as TrainableTokens;
+      const cur = this.model.getSubmodule(head);
+      if (!isTrainableTokens(cur)) this.model.setSubmodule(head, new TrainableTokens(cur as Linear, this.ctx, src));
+    }
+  }
+
   /** bias "all": every bias trains; "lora_only": the biases of wrapped layers (PEFT's mark_only_lora_as_trainable). */
   private applyBias(config: AdapterConfigBase, paths: string[]): void {
     const bias = (config as { bias?: string }).bias;
@@ -162,6 +213,7 @@ export class PeftModel {
       for (const n of this.adapterNames()) for (const t of layer.adapterParameters(n)) t.requiresGrad = list.includes(n);
     }
     for (const [, s] of this.savers()) for (const n of this.adapterNames()) if (s.hasAdapter(n)) s.modules_to_save.getSubmodule(n).requiresGrad_(list.includes(n));
+    for (const [, w] of this.tokenWrappers()) for (const n of this.adapterNames()) for (const t of w.adapterParameters(n)) t.requiresGrad = list.includes(n);
   }
 
   deleteAdapter(name: string): void {
@@ -171,6 +223,10 @@ export class PeftModel {
       if (this.adapterNames().every((n) => n === name || !layer.hasAdapter(n))) this.model.setSubmodule(path, layer.unload());
     }
     for (const [, s] of this.savers()) s.deleteAdapter(name);
+    for (const [path, w] of this.tokenWrappers()) {
+      w.deleteAdapter(name);
+      if (!this.adapterNames().some((n) => n !== name && w.hasAdapter(n))) this.model.setSubmodule(path, w.unload([]));
+    }
     this.configs.delete(name);
     this.ctx.active = this.ctx.active.filter((n) => n !== name);
     this.ctx.version++;
@@ -203,7 +259,7 @@ export class PeftModel {
     const order = [...new Set(names.filter((n): n is string => n !== null))];
     for (const n of order) if (!this.configs.has(n)) throw new Error(`no adapter "${n}" (have: ${this.adapterNames().join(', ')})`);
     if (this.tunerLayers().some(([, l]) => l.mergedAdapters.length > 0)) throw new Error('adapterNames (a mixed batch) cannot be used while adapters are merged, as in PEFT: call unmerge() first');
-    const index = tensor(names.map((n) => (n === null ? order.length : order.indexOf(n))), { dtype: 'int64' });
+    const index = tensor(names.map((n) => (n === null ? order.length : order.indexOf(n))), { dtype: 'int64', device: this.model.device });
     this.ctx.rows = { order, index, names };
     try {
       return this.model.forward(input);
@@ -254,6 +310,15 @@ export class PeftModel {
     for (const [path, s] of this.savers()) {
       const keepMod = s.current();
       this.model.setSubmodule(path, keepMod);
+    }
+    // Trained token rows are written into the embedding; a tied head is pointed at the new weight.
+    const wrappers = this.tokenWrappers();
+    for (const [path, w] of wrappers) if (!w.isTied) this.model.setSubmodule(path, w.unload([...this.ctx.active]));
+    for (const [path, w] of wrappers) {
+      if (!w.isTied) continue;
+      const head = w.unload([]);
+      noGrad(() => head.setParameter('weight', w.source!.baseLayer.weight, false));
+      this.model.setSubmodule(path, head);
     }
     this.configs.clear();
     this.ctx.active = [];

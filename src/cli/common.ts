@@ -53,10 +53,11 @@ export function numberFlag(v: string | undefined, name: string, opts: { int?: bo
   return n;
 }
 
-export function dtypeFlag(v: string | undefined): 'float32' | 'bfloat16' | 'float16' {
-  if (v === undefined) return 'float32';
-  if (v === 'float32' || v === 'bfloat16' || v === 'float16') return v;
-  throw new UsageError(`--dtype must be float32, bfloat16 or float16, got "${v}"`);
+/** --dtype: auto (the default: bfloat16 where the hardware computes it natively, else float32), or a dtype. */
+export function dtypeFlag(v: string | undefined): 'auto' | 'float32' | 'bfloat16' | 'float16' {
+  if (v === undefined) return 'auto';
+  if (v === 'auto' || v === 'float32' || v === 'bfloat16' || v === 'float16') return v;
+  throw new UsageError(`--dtype must be auto, float32, bfloat16 or float16, got "${v}"`);
 }
 
 export function required(v: string | undefined, name: string, usage: string): string {

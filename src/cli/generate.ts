@@ -13,7 +13,7 @@ export const GENERATE_USAGE = `usage: adapterkit generate --model DIR --prompt T
   --stop TEXT            stop when the output contains TEXT (repeatable)
   --stop-id N            stop at this token id (repeatable; EOS, and every eos_token_id of generation_config.json, always stop)
   --chat                 wrap the prompt in the tokenizer's chat template as a user message
-  --dtype float32|bfloat16|float16
+  --dtype auto|float32|bfloat16|float16 (auto: bfloat16 only where the CPU/GPU computes it natively)
   --stream               print tokens as they come
 ${ADAPTER_FLAGS}`;
 

@@ -17,13 +17,19 @@ const COMMANDS: Record<string, Command> = {
   inspect: { summary: 'list the tensors of a safetensors file or checkpoint folder', run: async (a) => (await import('./inspect.js')).inspectCommand(a) },
   'init-model': { summary: 'write a random HF-format checkpoint (--arch TYPE --out DIR)', run: async (a) => (await import('./init-model.js')).initModelCommand(a) },
   info: {
-    summary: 'print the engine: libtorch version, threads, CUDA',
+    summary: 'print the engine: CPU and its features, BLAS, threads, CUDA, the dtype auto picks',
     async run() {
       const ak = await import('../tensor/index.js');
+      const e = ak.engineInfo();
       console.log(`adapterkit ${VERSION}`);
-      console.log(`libtorch ${ak.torchVersion()}`);
-      console.log(`threads ${ak.getNumThreads()}`);
-      console.log(`cuda ${ak.cuda.isAvailable() ? `yes (${ak.cuda.deviceCount()} devices)` : 'no'}`);
+      console.log(`libtorch   ${e.torch} (ATen kernels ${e.cpuCapability}, oneDNN ${e.mkldnn ? 'yes' : 'no'})`);
+      console.log(`cpu        ${e.cpu.model} (${e.cpu.arch}, ${e.cpu.physicalCores} cores, ${e.cpu.logicalCores} threads)`);
+      console.log(`features   ${e.cpuFeatures.join(' ') || 'none of avx2/avx512/amx/bf16'}`);
+      console.log(`blas       ${e.blas}`);
+      console.log(`threads    ${e.threads}`);
+      console.log(`cuda       ${ak.cuda.isAvailable() ? `yes (${ak.cuda.deviceCount()} devices, bfloat16 ${ak.cuda.isBf16Supported() ? 'yes' : 'no'})` : 'no'}`);
+      console.log(`dtype auto ${e.auto.dtype}: ${e.auto.reason}`);
+      if (ak.cuda.isAvailable()) console.log(`dtype auto on cuda ${ak.autoDtype('cuda').dtype}: ${ak.autoDtype('cuda').reason}`);
       return 0;
     },
   },
@@ -66,6 +72,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
+    // The CLI owns its process: threads to the physical cores, freed buffers kept for reuse.
+    (await import('../tensor/index.js')).configureRuntime();
     return await c.run(rest);
   } catch (e) {
     // Every failure is one clear line (or a usage block) and a non-zero exit, never a stack dump.

@@ -29,7 +29,7 @@ export async function mergeCommand(args: string[]): Promise<number> {
   }, { allowNonFinite: f.bool('allow-nonfinite') });
   try {
     const merged = peft!.mergeAndUnload();
-    saveModel(merged, out, { dtype });
+    saveModel(merged, out, { dtype: dtype === 'auto' ? undefined : dtype });  // auto: as merged (float32)
     for (const file of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json']) {
       if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(out, file));
     }

@@ -22,7 +22,7 @@ export interface ModelWithAdapters {
   peft: PeftModel | null;
 }
 
-export function loadWithAdapters(dir: string, o: { adapter?: string; weights?: string; combination?: string; density?: string; dtype: DType; task?: Task }, safety: { allowNonFinite?: boolean } = {}): ModelWithAdapters {
+export function loadWithAdapters(dir: string, o: { adapter?: string; weights?: string; combination?: string; density?: string; dtype: DType | 'auto'; task?: Task }, safety: { allowNonFinite?: boolean } = {}): ModelWithAdapters {
   // Every flag is checked before anything is loaded.
   if (o.adapter === undefined && o.weights !== undefined) throw new UsageError('--adapter-weights needs --adapter');
   const dirs = o.adapter === undefined ? [] : o.adapter.split(',').map((s) => s.trim());

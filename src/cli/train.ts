@@ -12,7 +12,7 @@ export const TRAIN_USAGE = `usage: adapterkit train [--config FILE.json|yaml] [o
   --method lora|full      (default lora)        --output DIR (required)
   --r N --alpha N --dropout P --targets a,b|all-linear --dora --rslora
   --lr X --epochs N --max-steps N --batch-size N --grad-accum N --schedule constant|linear|cosine
-  --warmup-steps N --eval-every N --save-every N --early-stopping N --seed N --dtype float32|bfloat16
+  --warmup-steps N --eval-every N --save-every N --early-stopping N --seed N --dtype auto|float32|bfloat16 --device cpu|cuda
   --max-length N --skip-bad-rows --resume --gradient-checkpointing
   --overwrite             replace an earlier run in --output (otherwise a non-empty --output is refused)
   --skip-nonfinite        skip steps with a NaN/infinite loss or gradient (default: stop with an error)
@@ -43,7 +43,7 @@ export async function trainCommand(args: string[]): Promise<number> {
   const f = parseFlags(args, {
     config: s, model: s, data: s, 'eval-data': s, task: s, method: s, output: s, r: s, alpha: s, dropout: s, targets: s, dora: b, rslora: b,
     lr: s, epochs: s, 'max-steps': s, 'batch-size': s, 'grad-accum': s, schedule: s, 'warmup-steps': s, 'eval-every': s, 'save-every': s,
-    'early-stopping': s, seed: s, dtype: s, 'max-length': s, 'skip-bad-rows': b, resume: b, overwrite: b, 'skip-nonfinite': b, 'no-progress': b, 'gradient-checkpointing': b,
+    'early-stopping': s, seed: s, dtype: s, device: s, profile: b, 'max-length': s, 'skip-bad-rows': b, resume: b, overwrite: b, 'skip-nonfinite': b, 'no-progress': b, 'gradient-checkpointing': b,
   }, TRAIN_USAGE);
   const c: Partial<RunConfig> = f.str('config') ? readConfigFile(f.str('config')!) : {};
   c.data = { ...(c.data ?? { train: '' }) };
@@ -58,6 +58,8 @@ export async function trainCommand(args: string[]): Promise<number> {
   if (str('method')) c.method = str('method') as RunConfig['method'];
   if (str('output')) c.output = str('output');
   if (str('dtype')) c.dtype = str('dtype') as RunConfig['dtype'];
+  if (str('device')) c.device = str('device') as RunConfig['device'];
+  if (f.bool('profile')) c.training.profile = true;
   if (str('max-length')) c.data.maxLength = num('max-length', true);
   if (f.bool('skip-bad-rows')) c.data.onBadRow = 'skip';
   if (str('r')) c.lora.r = num('r', true);

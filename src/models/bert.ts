@@ -80,14 +80,14 @@ export class BertEmbeddings extends Module {
     const t = ids.shape[1]!;
     let pos = positionIds;
     if (!pos) {
-      if (this.cfg.family === 'bert') pos = positionRange(t);  // (1, T)
+      if (this.cfg.family === 'bert') pos = positionRange(t, 0, ids.device);  // (1, T)
       else {
         // RoBERTa: padding_idx + cumulative count of non-pad tokens; pads sit at padding_idx.
         const real = ids.ne(this.cfg.padTokenId).to('int64');
         pos = real.cumsum(1).mul(real).add(this.cfg.padTokenId);  // (B, T)
       }
     }
-    const types = tokenTypeIds ?? zeros(ids.shape, { dtype: 'int64' });
+    const types = tokenTypeIds ?? zeros(ids.shape, { dtype: 'int64', device: ids.device });
     const x = this.word_embeddings.forward(ids).add(this.token_type_embeddings.forward(types)).add(this.position_embeddings.forward(pos));
     return this.dropout.forward(this.LayerNorm.forward(x));  // (B, T, C)
   }
@@ -215,7 +215,7 @@ export class BertModel extends Module {
     const ids = input.inputIds;  // (B, T)
     const [b, t] = ids.shape as [number, number];
     if (t > this.cfg.maxPositions) throw new ConfigError(`${this.cfg.family}: ${t} tokens exceed max_position_embeddings (${this.cfg.maxPositions})`);
-    const allowed = attentionAllowed({ attentionMask: input.attentionMask ?? null, batch: b, queries: t, keys: t, causal: false });
+    const allowed = attentionAllowed({ attentionMask: input.attentionMask ?? null, batch: b, queries: t, keys: t, causal: false, device: ids.device });
     return {
       embed: () => this.embeddings.forward(ids, input.tokenTypeIds ?? null, input.positionIds ?? null),  // (B, T, C)
       blocks: [...this.encoder.layer].map((layer) => (x: Tensor) => layer.forward(x, allowed)),

@@ -55,7 +55,8 @@ export async function* generateStream(model: PretrainedModel, inputIds: Tensor, 
   const padId = o.padId ?? (o.stopIds?.[0] ?? 0);
   const cache = o.noCache ? null : new KVCache(model.numLayers);
   let ids = keep(inputIds.clone());  // (B, S) everything so far
-  let mask = keep(attentionMask ? attentionMask.to('int64') : ones(inputIds.shape, { dtype: 'int64' }));
+  const device = inputIds.device;  // sampling, ids and masks stay on the model's device
+  let mask = keep(attentionMask ? attentionMask.to('int64') : ones(inputIds.shape, { dtype: 'int64', device }));
   const done = new Array<boolean>(b).fill(false);
   const produced: number[][] = Array.from({ length: b }, () => []);
   try {
@@ -68,8 +69,8 @@ export async function* generateStream(model: PretrainedModel, inputIds: Tensor, 
       }));
       const tokens = next.map((t, r) => (done[r] ? null : t));
       const col = next.map((t, r) => (done[r] ? padId : t));
-      const newIds = keep(cat([ids, tensor([col], { dtype: 'int64' }).transpose(0, 1)], 1));
-      const newMask = keep(cat([mask, ones([b, 1], { dtype: 'int64' })], 1));
+      const newIds = keep(cat([ids, tensor([col], { dtype: 'int64', device }).transpose(0, 1)], 1));
+      const newMask = keep(cat([mask, ones([b, 1], { dtype: 'int64', device })], 1));
       ids.dispose();
       mask.dispose();
       ids = newIds;
@@ -114,7 +115,7 @@ export function score(model: PretrainedModel, ids: readonly number[]): ScoreResu
     throw new RangeError(`${ids.length} tokens are more than the model's context of ${ctx} positions (max_position_embeddings); score at most ${ctx} tokens at a time`);
   }
   return noGrad(() => tidy(() => {
-    const x = tensor([ids as number[]], { dtype: 'int64' });  // (1, T)
+    const x = tensor([ids as number[]], { dtype: 'int64', device: model.device });  // (1, T)
     const logits = model.forward({ inputIds: x }).logits.to('float32');  // (1, T, V)
     const lp = logits.narrow(1, 0, ids.length - 1).logSoftmax(-1);  // (1, T-1, V)
     const target = x.narrow(1, 1, ids.length - 1).unsqueeze(-1);  // (1, T-1, 1)

@@ -160,8 +160,8 @@ export class GPT2Model extends Module {
       throw new TorchError('gpt2', [`${past + t} positions`], `sequence of ${past + t} positions is longer than n_positions (${this.cfg.nPositions})`);
     }
     const mask = input.attentionMask ?? null;
-    const pos = input.positionIds ?? (mask ? positionIdsFromMask(mask, past) : positionRange(t, past));  // (B|1, T)
-    const allowed = attentionAllowed({ attentionMask: mask, batch: b, queries: t, keys: past + t, causal: true, past });
+    const pos = input.positionIds ?? (mask ? positionIdsFromMask(mask, past) : positionRange(t, past, ids.device));  // (B|1, T)
+    const allowed = attentionAllowed({ attentionMask: mask, batch: b, queries: t, keys: past + t, causal: true, past, device: ids.device });
     return {
       embed: () => this.drop.forward(this.wte.forward(ids).add(this.wpe.forward(pos))),  // (B, T, C)
       blocks: [...this.h].map((block) => (x: Tensor) => block.forward(x, allowed, cache)),

@@ -10,11 +10,11 @@ import type { ModelInput, ModelOutput } from './types.js';
  */
 export function lastTokenIndex(inputIds: Tensor, padTokenId: number | null, attentionMask: Tensor | null | undefined): Tensor {
   const [b, t] = inputIds.shape as [number, number];
-  const idx = arange(0, t).view(1, t);  // (1, T)
+  const idx = arange(0, t, 1, { device: inputIds.device }).view(1, t);  // (1, T)
   if (padTokenId !== null) return idx.mul(inputIds.ne(padTokenId)).argmax(-1);  // (B)
   if (attentionMask) return idx.mul(attentionMask.narrow(1, attentionMask.shape[1]! - t, t).ne(0)).argmax(-1);
   if (b !== 1) throw new TorchError('sequence-classification', [`batch ${b}`], 'cannot find the last token of padded rows: the config has no pad_token_id and no attention mask was given');
-  return arange(t - 1, t);
+  return arange(t - 1, t, 1, { device: inputIds.device });
 }
 
 /** hidden (B, T, C) at one index per row (B) -> (B, C). */

@@ -177,14 +177,14 @@ export class LlamaModel extends Module {
     const cache = input.cache ?? null;
     const past = cache ? cache.length : 0;
     const mask = input.attentionMask ?? null;
-    const pos = input.positionIds ?? (mask ? positionIdsFromMask(mask, past) : positionRange(t, past));  // (B|1, T)
+    const pos = input.positionIds ?? (mask ? positionIdsFromMask(mask, past) : positionRange(t, past, ids.device));  // (B|1, T)
     const rope = ropeCosSin(pos, this.invFreq, this.computeDt);  // in the activations' dtype
     // One mask per distinct window (Qwen2 mixes full and sliding layers).
     const masks = new Map<number | null, Tensor>();
     const maskFor = (w: number | null): Tensor => {
       let m = masks.get(w);
       if (!m) {
-        m = attentionAllowed({ attentionMask: mask, batch: b, queries: t, keys: past + t, causal: true, past, slidingWindow: w });
+        m = attentionAllowed({ attentionMask: mask, batch: b, queries: t, keys: past + t, causal: true, past, slidingWindow: w, device: ids.device });
         masks.set(w, m);
       }
       return m;

@@ -5,15 +5,20 @@ import { join } from 'node:path';
 import { existsSync, mkdirSync } from 'node:fs';
 import { CheckpointReader, writeSharded } from '../io/checkpoint.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { type DType, type Tensor } from '../tensor/index.js';
+import { resolveDtype, type DType, type Device, type Tensor } from '../tensor/index.js';
 import { readConfig, ConfigError } from './config.js';
 import { checkModelFits } from './size.js';
 import { modelFamily, taskFromArchitectures } from './registry.js';
 import type { PretrainedModel, RawConfig, Task } from './types.js';
 
 export interface LoadOptions {
-  /** Weights are converted to this dtype as they are read (default float32). */
-  dtype?: DType;
+  /**
+   * Weights are converted to this dtype as they are read. Default 'auto': bfloat16 where the device
+   * computes it natively (AMX, Arm BF16, CUDA 8.0+), else float32 (see `autoDtype`).
+   */
+  dtype?: DType | 'auto';
+  /** Where the weights live and the forward runs (default 'cpu'). */
+  device?: Device;
   /** Default: from config.json's architectures, else the family's usual task. */
   task?: Task;
   numLabels?: number;
@@ -30,14 +35,16 @@ export class CheckpointMismatchError extends Error {
 }
 
 /** Builds the model named by `config` with random (HF-initialised) weights. */
-export function createModel(config: RawConfig, opts: { dtype?: DType; task?: Task; numLabels?: number; seed?: number } = {}): LoadedModel {
+export function createModel(config: RawConfig, opts: { dtype?: DType | 'auto'; device?: Device; task?: Task; numLabels?: number; seed?: number } = {}): LoadedModel {
   const fam = modelFamily(config.model_type);
   const task = opts.task ?? taskFromArchitectures(config) ?? fam.defaultTask;
   if (!fam.tasks.includes(task)) throw new ConfigError(`${String(config.model_type)} has no ${task} head (supported: ${fam.tasks.join(', ')})`);
-  checkModelFits(config, opts.dtype, `model config (${String(config.model_type)})`);  // before allocating anything
-  const model = fam.build(config, { task, dtype: opts.dtype ?? 'float32', numLabels: opts.numLabels });
+  const dtype = opts.dtype === 'auto' ? resolveDtype('auto', opts.device) : opts.dtype ?? 'float32';
+  checkModelFits(config, dtype, `model config (${String(config.model_type)})`);  // before allocating anything
+  const model = fam.build(config, { task, dtype, numLabels: opts.numLabels });
   model.initWeights(opts.seed ?? 0);
   tie(model);
+  if (opts.device && opts.device !== 'cpu') model.to(opts.device);
   model.requiresGrad_(false).eval();  // frozen and in eval mode until a trainer says otherwise
   return model;
 }
@@ -52,11 +59,12 @@ export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
   const fam = modelFamily(config.model_type);
   const task = opts.task ?? taskFromArchitectures(config) ?? fam.defaultTask;
   if (!fam.tasks.includes(task)) throw new ConfigError(`${String(config.model_type)} has no ${task} head (supported: ${fam.tasks.join(', ')})`);
-  const dtype = opts.dtype ?? 'float32';
+  const dtype = resolveDtype(opts.dtype, opts.device);
   checkModelFits(config, dtype, `${join(dir, 'config.json')} (${String(config.model_type)})`);  // before allocating anything
   const model = fam.build(config, { task, dtype, numLabels: opts.numLabels });
   try {
     loadWeights(model, dir, opts);
+    if (opts.device && opts.device !== 'cpu') model.to(opts.device);
     model.requiresGrad_(false).eval();  // frozen and in eval mode (as HF from_pretrained) until a trainer says otherwise
   } catch (e) {
     model.dispose();

@@ -41,8 +41,9 @@ export function nextTokens(scores: Tensor, previous: Tensor, o: SamplingOptions,
     const dropSorted = cum.le(1 - p);
     const v = s.shape[1]!;
     // Always keep the most likely token (min_tokens_to_keep = 1).
-    const keepLast = zeros([1, v], { dtype: 'bool' }).scatter(1, full([1, 1], v - 1, { dtype: 'int64' }), 1).logicalNot();
-    const drop = zeros(s.shape, { dtype: 'bool' }).scatter(1, indices, dropSorted.logicalAnd(keepLast));
+    const dev = s.device;
+    const keepLast = zeros([1, v], { dtype: 'bool', device: dev }).scatter(1, full([1, 1], v - 1, { dtype: 'int64', device: dev }), 1).logicalNot();
+    const drop = zeros(s.shape, { dtype: 'bool', device: dev }).scatter(1, indices, dropSorted.logicalAnd(keepLast));
     s = s.maskedFill(drop, NEG_INF);
   }
   const seed = o.seed === undefined ? undefined : (o.seed * 1_000_003 + step) % 2 ** 31;

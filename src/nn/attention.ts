@@ -1,7 +1,7 @@
 // Attention building blocks shared by the model files: the boolean mask (padding, causality, sliding
 // window), scaled dot-product attention with grouped-query heads, and rotary position embeddings.
 // Shapes: B batch, H query heads, Hkv key/value heads, T queries, S keys (past + new), D head dim.
-import { arange, tensor, where, cat, TorchError, type Tensor } from '../tensor/index.js';
+import { arange, tensor, where, cat, TorchError, type Tensor, type Device } from '../tensor/index.js';
 
 export interface MaskOptions {
   /** (B, S) 1 for real tokens, 0 for padding; null: every key is real. */
@@ -12,6 +12,8 @@ export interface MaskOptions {
   causal: boolean;
   /** Keys before the first query (the KV cache length). Query i sits at absolute position past + i. */
   past?: number;
+  /** Where the mask is built (the activations' device; default cpu). */
+  device?: Device;
   /** Mistral: a query at position i sees keys j with i - j < window. */
   slidingWindow?: number | null;
 }
@@ -19,8 +21,9 @@ export interface MaskOptions {
 /** Boolean mask (B, 1, T, S): true where a query may attend to a key. */
 export function attentionAllowed(o: MaskOptions): Tensor {
   const past = o.past ?? 0;
-  const q = arange(past, past + o.queries).view(o.queries, 1);  // (T, 1) absolute query positions
-  const k = arange(0, o.keys).view(1, o.keys);  // (1, S)
+  const dev = { device: o.device ?? 'cpu' } as const;
+  const q = arange(past, past + o.queries, 1, dev).view(o.queries, 1);  // (T, 1) absolute query positions
+  const k = arange(0, o.keys, 1, dev).view(1, o.keys);  // (1, S)
   let allowed = o.causal ? k.le(q) : q.ge(0).logicalAnd(k.ge(0));  // (T, S)
   if (o.slidingWindow != null) allowed = allowed.logicalAnd(q.sub(k).lt(o.slidingWindow));
   let m = allowed.view(1, 1, o.queries, o.keys);  // (1, 1, T, S)
@@ -123,8 +126,8 @@ export function positionIdsFromMask(attentionMask: Tensor, past = 0): Tensor {
 }
 
 /** A plain (1, T) position range starting at `past`. */
-export function positionRange(t: number, past = 0): Tensor {
-  return arange(past, past + t).view(1, t);
+export function positionRange(t: number, past = 0, device: Device = 'cpu'): Tensor {
+  return arange(past, past + t, 1, { device }).view(1, t);
 }
 
 export function invFreqTensor(inv: Float64Array): Tensor {

@@ -1,7 +1,7 @@
 // Module: named parameters and submodules whose dotted paths equal Hugging Face state-dict keys
 // (convention 2), so PEFT target_modules and adapter keys map one to one. A module owns its
 // parameters (they are kept out of every scope) and frees them in dispose().
-import { keep, noGrad, TorchError, type Tensor, type DType } from '../tensor/index.js';
+import { keep, noGrad, TorchError, type Tensor, type DType, type Device } from '../tensor/index.js';
 
 export class Module {
   training = true;
@@ -147,17 +147,42 @@ export class Module {
 
   /** Casts every floating parameter to `dtype` in place of the old one. */
   toDtype(dtype: DType): this {
-    const converted = new Map<Tensor, Tensor>();  // tied parameters stay tied
+    const floating = ['float32', 'float16', 'bfloat16', 'float64'];
+    return this.convert((t) => t.dtype !== dtype && floating.includes(t.dtype), (t) => t.to(dtype), false);
+  }
+
+  /** Moves every parameter and buffer to `device` (tied parameters stay tied; gradients are not kept). */
+  to(device: Device): this {
+    return this.convert((t) => t.device !== device, (t) => t.toDevice(device), true);
+  }
+
+  /** The device of the first parameter ('cpu' for a module without parameters). */
+  get device(): Device {
+    for (const [, t] of this.namedParameters()) return t.device;
+    return 'cpu';
+  }
+
+  // Replaces each parameter (and buffer, with `buffers`) that `need` selects by `make(old)`; a tensor
+  // shared by several modules is converted once, so ties survive. The old tensors are freed.
+  private convert(need: (t: Tensor) => boolean, make: (t: Tensor) => Tensor, buffers: boolean): this {
+    const converted = new Map<Tensor, Tensor>();
+    const get = (t: Tensor): Tensor => {
+      let c = converted.get(t);
+      if (!c) {
+        c = make(t);
+        converted.set(t, c);
+      }
+      return c;
+    };
     noGrad(() => {
       for (const [, m] of this.namedModules()) {
-        for (const [n, t] of m._params) {
-          if (t.dtype === dtype || !['float32', 'float16', 'bfloat16', 'float64'].includes(t.dtype)) continue;
-          let c = converted.get(t);
-          if (!c) {
-            c = t.to(dtype);
-            converted.set(t, c);
-          }
-          m.param(n, c, t.requiresGrad);
+        for (const [n, t] of m._params) if (need(t)) m.param(n, get(t), t.requiresGrad);
+        if (buffers) for (const [n, t] of m._buffers) if (need(t)) m._buffers.set(n, keep(get(t)));
+        // Model code may hold a buffer or parameter in a field (this.invFreq): point it at the new one.
+        const fields = m as unknown as Record<string, unknown>;
+        for (const k of Object.keys(fields)) {
+          const v = fields[k];
+          if (v && typeof v === 'object' && converted.has(v as Tensor)) fields[k] = converted.get(v as Tensor);
         }
       }
     });

@@ -13,4 +13,7 @@ export {
 } from './functional.js';
 export {
   setNumThreads, getNumThreads, setAllocatorCaching, manualSeed, torchVersion, cuda, liveTensors, isGradEnabled, noGrad, enableGrad,
+  configureRuntime, configureRuntimeOnce, setFlushDenormal, engineInfo, autoDtype, resolveDtype, type RuntimeOptions, type EngineInfo,
 } from './runtime.js';
+export { readCpuInfo, parseCpuInfo, chooseDtype, settleByProbe, blasCoreType, type CpuInfo, type DtypeChoice, type ComputeDtype } from './cpu.js';
+export { startOpProfiler, stopOpProfiler, groupByFamily, opFamily, type OpTime } from './profiler.js';

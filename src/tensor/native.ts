@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { blasCoreType, readCpuInfo } from './cpu.js';
 
 /** Opaque native tensor handle (a type-tagged N-API external). */
 export type Handle = object & { readonly __handle: unique symbol };
@@ -26,6 +27,17 @@ function findAddon(): string {
       '  `apt-get install -y libtorch-dev libopenblas0-pthread`, or LIBTORCH=/path/to/libtorch.',
   );
 }
+
+// OpenBLAS picks its kernels once, when the addon's libtorch loads it, from the CPU it detects or from
+// OPENBLAS_CORETYPE. Older OpenBLAS builds misdetect newer CPUs and fall back to generic SSE3 kernels
+// (4x slower float32 products, measured), so name the right kernel set first, unless the user did.
+// This touches nothing else in the process: no threads, no allocator (see configureRuntime).
+export const BLAS_CORETYPE_FORCED: string | null = (() => {
+  if (process.env.OPENBLAS_CORETYPE) return null;
+  const core = blasCoreType(readCpuInfo());
+  if (core) process.env.OPENBLAS_CORETYPE = core;
+  return core;
+})();
 
 const require = createRequire(import.meta.url);
 export const N: NativeAddon = require(findAddon()) as NativeAddon;

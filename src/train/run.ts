@@ -9,7 +9,7 @@ import {
   readRecords, buildCausalLm, buildInstruction, buildSequenceClassification, buildTokenClassification, trainValSplit,
   collateOptions, type Example, type DataRecord,
 } from '../data/index.js';
-import type { DType } from '../tensor/index.js';
+import { autoDtype, type DType, type Device } from '../tensor/index.js';
 import type { Task } from '../models/types.js';
 import { Trainer, type TrainerConfig, type TrainResult } from './trainer.js';
 import { checkRunKeys } from './run-keys.js';
@@ -25,7 +25,10 @@ export interface RunConfig {
   task: RunTask;
   output: string;
   method: 'lora' | 'full';
-  dtype: DType;
+  /** 'auto' (default): bfloat16 where the hardware computes it natively, else float32. */
+  dtype: DType | 'auto';
+  /** 'cpu' (default) or 'cuda[:N]'. */
+  device?: Device;
   data: {
     train: string;
     eval?: string | null;
@@ -60,8 +63,9 @@ export function validateRunConfig(c: Partial<RunConfig>): RunConfig {
   if (!(task in MODEL_TASK)) throw new Error(`training config: task must be one of ${Object.keys(MODEL_TASK).join(', ')}, got "${task}"`);
   const method = c.method ?? 'lora';
   if (method !== 'lora' && method !== 'full') throw new Error(`training config: method must be lora or full, got "${method}"`);
-  const dtype = c.dtype ?? 'float32';
-  if (!['float32', 'bfloat16'].includes(dtype)) throw new Error(`training config: dtype must be float32 or bfloat16, got "${dtype}"`);
+  const dtype = c.dtype ?? 'auto';
+  if (!['auto', 'float32', 'bfloat16', 'float16'].includes(dtype)) throw new Error(`training config: dtype must be auto, float32, bfloat16 or float16, got "${dtype}"`);
+  if (c.device !== undefined && !/^(cpu|cuda(:\d+)?)$/.test(c.device)) throw new Error(`training config: device must be cpu, cuda or cuda:N, got "${c.device}"`);
   return { ...(c as RunConfig), task, method, dtype };
 }
 
@@ -106,7 +110,8 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
     evalSet = s.validation;
   }
   const numLabels = label2id ? Object.keys(label2id).length : undefined;
-  const model = loadModel(c.model, { dtype: c.dtype, task: MODEL_TASK[c.task], numLabels, log });
+  const model = loadModel(c.model, { dtype: c.dtype, device: c.device, task: MODEL_TASK[c.task], numLabels, log });
+  log(`dtype ${model.dtype}${c.dtype === 'auto' ? ` (auto: ${autoDtype(c.device ?? 'cpu').reason})` : ''}, device ${c.device ?? 'cpu'}`);
   if (label2id) {
     model.config.label2id = label2id;
     model.config.id2label = Object.fromEntries(Object.entries(label2id).map(([k, v]) => [String(v), k]));

@@ -4,7 +4,7 @@
 import { appendFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { tidy, noGrad, manualSeed, type Tensor } from '../tensor/index.js';
+import { tidy, noGrad, manualSeed, configureRuntimeOnce, type Tensor } from '../tensor/index.js';
 import type { PretrainedModel } from '../models/types.js';
 import { saveModel } from '../models/load.js';
 import { PeftModel, savePeftAdapters } from '../adapters/index.js';
@@ -20,6 +20,8 @@ import { firstNonFinite } from '../models/finite.js';
 import { ProgressBar } from './progress.js';
 import { checkpointedBackward } from './checkpointing.js';
 import { writeCurveHtml, type CurvePoint } from './curve.js';
+import { lengthSortedBatches } from './eval-batches.js';
+import { PhaseClock } from './profile.js';
 
 export interface TrainerConfig {
   task: TrainTask;
@@ -42,6 +44,8 @@ export interface TrainerConfig {
   labelSmoothing: number;
   evalEvery: number | null;
   evalBatchSize: number;
+  /** Evaluation batches hold at most this many padded tokens (rows x longest row). */
+  evalTokens: number;
   earlyStoppingPatience: number | null;
   saveEvery: number | null;
   keepCheckpoints: number;
@@ -52,6 +56,8 @@ export interface TrainerConfig {
   progress: boolean;
   /** Recompute each block in the backward instead of keeping its activations (less memory, ~1/3 more compute). */
   gradientCheckpointing: boolean;
+  /** Print where the time went at the end: per phase of the loop and per libtorch op family. */
+  profile: boolean;
   /**
    * A step whose loss or gradient norm is NaN or infinite: 'error' (default) stops the run before
    * the update, 'skip' drops that step's update and counts it (reported at the end).
@@ -62,8 +68,8 @@ export interface TrainerConfig {
 export const DEFAULT_TRAINER: TrainerConfig = {
   task: 'causal-lm', optimizer: 'adamw', lr: 2e-4, weightDecay: 0.01, betas: [0.9, 0.999], eps: 1e-8, momentum: 0,
   schedule: 'linear', warmupSteps: 0, warmupRatio: 0, epochs: 1, maxSteps: null, batchSize: 8, gradAccum: 1, maxGradNorm: 1,
-  labelSmoothing: 0, evalEvery: null, evalBatchSize: 32, earlyStoppingPatience: null, saveEvery: null, keepCheckpoints: 2,
-  outputDir: null, seed: 0, logEvery: 10, bucketBatches: 0, progress: true, gradientCheckpointing: false,
+  labelSmoothing: 0, evalEvery: null, evalBatchSize: 64, evalTokens: 4096, earlyStoppingPatience: null, saveEvery: null, keepCheckpoints: 2,
+  outputDir: null, seed: 0, logEvery: 10, bucketBatches: 0, progress: true, gradientCheckpointing: false, profile: false,
   onNonFiniteLoss: 'error',
 };
 
@@ -105,7 +111,7 @@ export interface TrainerOptions {
 
 function validate(c: TrainerConfig): void {
   const pos = (k: keyof TrainerConfig) => { if (!(typeof c[k] === 'number' && (c[k] as number) > 0)) throw new Error(`training config: ${k} must be > 0, got ${JSON.stringify(c[k])}`); };
-  pos('lr'); pos('batchSize'); pos('gradAccum'); pos('epochs'); pos('evalBatchSize');
+  pos('lr'); pos('batchSize'); pos('gradAccum'); pos('epochs'); pos('evalBatchSize'); pos('evalTokens');
   if (!['adamw', 'sgd'].includes(c.optimizer)) throw new Error(`training config: optimizer must be adamw or sgd, got "${c.optimizer}"`);
   if (!['constant', 'linear', 'cosine'].includes(c.schedule)) throw new Error(`training config: schedule must be constant, linear or cosine, got "${c.schedule}"`);
   if (!['causal-lm', 'sequence-classification', 'token-classification'].includes(c.task)) throw new Error(`training config: unknown task "${c.task}"`);
@@ -127,6 +133,7 @@ export class Trainer {
   constructor(private readonly o: TrainerOptions) {
     this.config = { ...DEFAULT_TRAINER, ...o.config };
     validate(this.config);
+    configureRuntimeOnce();  // threads and allocator for training, unless the program chose them already
     this.log = o.log ?? ((s) => console.log(s));
     this.named = o.model.namedParameters().filter(([, t]) => t.requiresGrad);
     if (!this.named.length) throw new Error('nothing to train: no parameter requires grad (add an adapter, or unfreeze the model for full fine-tuning)');
@@ -180,30 +187,41 @@ export class Trainer {
     }, seed);
   }
 
+  /**
+   * Loss and metrics on `examples` (default: the eval set), under no_grad in the model's dtype.
+   * Batches are length-sorted (see lengthSortedBatches) and at most `evalBatchSize` rows of
+   * `evalTokens` padded tokens; `predictions` come back in the order of `examples`.
+   */
   evaluate(examples: readonly Example[] = this.o.eval ?? []): EvalResult {
     const c = this.config;
     const model = this.o.model;
     const wasTraining = model.training;
+    const device = model.device;
     model.eval();
     let sum = 0;
     let count = 0;
-    const pred: number[] = [];
-    const gold: number[] = [];
+    // Per example: its predicted class, or its (pred, gold) pairs for token classification.
+    const classPred: number[] = new Array<number>(examples.length).fill(-1);
+    const tokenPairs: [number, number][][] = new Array<[number, number][]>(examples.length);
     try {
-      for (let i = 0; i < examples.length; i += c.evalBatchSize) {
-        const chunk = examples.slice(i, i + c.evalBatchSize);
+      for (const idx of lengthSortedBatches(examples.map((e) => e.inputIds.length), c.evalBatchSize, c.evalTokens)) {
+        const chunk = idx.map((i) => examples[i]!);
         noGrad(() => tidy(() => {
           const batch = collate(chunk, this.o.collate);
-          const t = toTensors(batch);
+          const t = toTensors(batch, { device });
           const logits = this.forward({ inputIds: t.inputIds, attentionMask: t.attentionMask });
           sum += lossParts(c.task, logits, t.labels).item();
           count += itemCount(c.task, batch.labels as number[][]);
           if (c.task === 'sequence-classification') {
-            pred.push(...Array.from(logits.argmax(-1).data() as BigInt64Array, Number));
-            gold.push(...(batch.labels as number[]));
+            const p = Array.from(logits.argmax(-1).data() as BigInt64Array, Number);
+            idx.forEach((ex, r) => { classPred[ex] = p[r]!; });
           } else if (c.task === 'token-classification') {
             const p = logits.argmax(-1).toArray() as number[][];
-            (batch.labels as number[][]).forEach((row, r) => row.forEach((g, j) => { if (g !== IGNORE) { pred.push(p[r]![j]!); gold.push(g); } }));
+            (batch.labels as number[][]).forEach((row, r) => {
+              const pairs: [number, number][] = [];
+              row.forEach((g, j) => { if (g !== IGNORE) pairs.push([p[r]![j]!, g]); });
+              tokenPairs[idx[r]!] = pairs;
+            });
           }
         }));
       }
@@ -212,6 +230,16 @@ export class Trainer {
     }
     const loss = sum / Math.max(1, count);
     if (c.task === 'causal-lm') return { loss, perplexity: Math.exp(loss) };
+    let pred: number[];
+    let gold: number[];
+    if (c.task === 'sequence-classification') {
+      pred = classPred;
+      gold = examples.map((e) => (e as { label: number }).label);
+    } else {
+      const flat = tokenPairs.flat();
+      pred = flat.map(([p]) => p);
+      gold = flat.map(([, g]) => g);
+    }
     return { loss, accuracy: accuracy(pred, gold), f1: macroF1(pred, gold), predictions: pred };
   }
 
@@ -326,18 +354,21 @@ export class Trainer {
     let stopped: TrainResult['stopped'] = 'done';
     const t0 = Date.now();
     const tokens0 = tokens;
+    const device = this.o.model.device;
+    const clock = new PhaseClock(c.profile);
+    let profile: string[] = [];
     this.o.model.train();
     try {
       while (step < total) {
         // One optimizer step over gradAccum micro-batches, each loss divided by the item count of
         // the whole accumulated batch.
-        const items = Array.from({ length: c.gradAccum }, () => this.loader.next());
+        const items = clock.time('data', () => Array.from({ length: c.gradAccum }, () => this.loader.next()));
         const count = items.reduce((n, it) => n + itemCount(c.task, it.batch.labels as number[][]), 0);
         let stepLoss = 0;
         for (const it of items) {
           manualSeed(mixSeed(c.seed, micro++));  // dropout masks depend only on (seed, micro-step): exact resume
-          tidy(() => {
-            const t = toTensors(it.batch);
+          clock.time('forward + backward', () => tidy(() => {
+            const t = toTensors(it.batch, { device });
             if (c.gradientCheckpointing) {
               stepLoss += this.checkpointedStep(t.inputIds, t.attentionMask, t.labels, count, mixSeed(c.seed, micro));
             } else {
@@ -346,11 +377,11 @@ export class Trainer {
               stepLoss += l.item();
             }
             tokens += (it.batch.attentionMask as number[][]).reduce((s, r) => s + r.reduce((a, b) => a + b, 0), 0);
-          });
+          }));
         }
-        const gradNorm = clipGradNorm(params, c.maxGradNorm);  // the norm is checked even when not clipping
+        const gradNorm = clock.time('optimizer', () => clipGradNorm(params, c.maxGradNorm));  // the norm is checked even when not clipping
         this.optimizer.lr = lrAt(sched, step);
-        if (Number.isFinite(stepLoss) && Number.isFinite(gradNorm)) this.optimizer.step();
+        if (Number.isFinite(stepLoss) && Number.isFinite(gradNorm)) clock.time('optimizer', () => this.optimizer.step());
         else {
           // A NaN or infinite loss or gradient would poison every weight it touches; the update is
           // never applied, so no checkpoint, best/ or final/ can hold such weights.
@@ -374,7 +405,7 @@ export class Trainer {
         bar?.update({ step, total, loss: emaLoss, lr: this.optimizer.lr, tokPerSec });
         if (step % c.logEvery === 0 || step === total) record({ step, loss: stepLoss, lr: this.optimizer.lr, tokens, tok_per_s: tokPerSec });
         if (c.evalEvery && this.o.eval?.length && (step % c.evalEvery === 0 || step === total)) {
-          const r = this.evaluate();
+          const r = clock.time('evaluation', () => this.evaluate());
           evals.push({ step, result: r });
           evalCurve.push({ step, value: r.loss });
           const metric = higherIsBetter ? r.accuracy! : r.loss;
@@ -386,7 +417,7 @@ export class Trainer {
             best.metric = metric;
             best.step = step;
             best.bad = 0;
-            this.saveBest();
+            clock.time('checkpoints', () => this.saveBest());
           } else best.bad++;
           bar?.done();
           this.log(`eval @ ${step}: loss ${r.loss.toFixed(4)}${r.accuracy !== undefined ? `  accuracy ${(100 * r.accuracy).toFixed(1)}%  F1 ${r.f1!.toFixed(3)}` : `  perplexity ${r.perplexity!.toFixed(2)}`}${improved ? '  (best)' : ''}`);
@@ -395,7 +426,7 @@ export class Trainer {
             break;
           }
         }
-        if (c.saveEvery && step % c.saveEvery === 0) this.save(step, micro, best, tokens);
+        if (c.saveEvery && step % c.saveEvery === 0) clock.time('checkpoints', () => this.save(step, micro, best, tokens));
         await new Promise((r) => setImmediate(r));  // lets SIGINT/SIGTERM handlers run
         if (this.stopRequested) {
           stopped = this.stopRequested;
@@ -408,7 +439,9 @@ export class Trainer {
       process.off('SIGTERM', onSignal);
       bar?.done();
       this.o.model.eval();
+      profile = clock.report();  // also switches the op profiler off after an error
     }
+    for (const line of profile) this.log(line);
     if (skippedSteps) this.log(`skipped ${skippedSteps} of ${step} steps with a non-finite loss or gradient (their updates were not applied)`);
     if (c.outputDir) {
       if (stopped === 'done' || stopped === 'early-stopping') {

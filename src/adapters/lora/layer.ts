@@ -103,11 +103,12 @@ export class LoraLayer extends Module implements TunerLayer {
         if (!opts.covariance) throw new Error(`CorDA needs the input covariance of ${path}: pass sample data (corda.samples) when adding the adapter`);
         init = cordaInit(this.baseWeightOI(), opts.covariance, r, s, c.cordaMethod);
       } else init = randomInit(c.initLoraWeights, r, this.inFeatures, this.outFeatures, opts.seed, `${path}.${name}`);
-      a.setParameter('weight', init.A.to(trainDt), true);
-      b.setParameter('weight', init.B.to(trainDt), true);
+      const dev = this.base_layer.weight.device;  // adapters live on their layer's device
+      a.setParameter('weight', init.A.to(trainDt, dev), true);
+      b.setParameter('weight', init.B.to(trainDt, dev), true);
       if (c.loraBias) {
         // PEFT zeroes it with B (init true/gaussian); init false keeps nn.Linear's uniform(±1/√r) default.
-        const bias = zeros([this.outFeatures], { dtype: trainDt });
+        const bias = zeros([this.outFeatures], { dtype: trainDt, device: dev });
         if (c.initLoraWeights === false) bias.uniform_(-1 / Math.sqrt(r), 1 / Math.sqrt(r), seedFor(opts.seed, `${path}.${name}.Bbias`));
         b.setParameter('bias', bias, true);
       }
@@ -361,10 +362,11 @@ export class LoraLayer extends Module implements TunerLayer {
     }
     noGrad(() => {
       const dt = this.A(name).dtype;
-      (this.lora_A.getSubmodule(name) as Linear).setParameter('weight', state.get('lora_A.weight')!.to(dt), true);
-      (this.lora_B.getSubmodule(name) as Linear).setParameter('weight', state.get('lora_B.weight')!.to(dt), true);
-      if (s.bias) (this.lora_B.getSubmodule(name) as Linear).setParameter('bias', state.get('lora_B.bias')!.to(dt), true);
-      if (s.dora) this.lora_magnitude_vector.addParam(name, state.get('lora_magnitude_vector')!.to('float32'), true);
+      const dev = this.A(name).device;  // read on the CPU, kept on the layer's device
+      (this.lora_A.getSubmodule(name) as Linear).setParameter('weight', state.get('lora_A.weight')!.to(dt, dev), true);
+      (this.lora_B.getSubmodule(name) as Linear).setParameter('weight', state.get('lora_B.weight')!.to(dt, dev), true);
+      if (s.bias) (this.lora_B.getSubmodule(name) as Linear).setParameter('bias', state.get('lora_B.bias')!.to(dt, dev), true);
+      if (s.dora) this.lora_magnitude_vector.addParam(name, state.get('lora_magnitude_vector')!.to('float32', dev), true);
     });
     this.ctx.version++;
   }
