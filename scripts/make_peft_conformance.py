@@ -122,8 +122,29 @@ def modules_to_save_wrapped(cfg, sd):
 
 
 REFUSED = ["alora_invocation_tokens", "arrow_config", "target_parameters", "use_qalora", "velora_config",
-           "monteclora_config", "use_bdlora", "kasa_config", "layer_replication", "trainable_token_indices",
+           "monteclora_config", "use_bdlora", "kasa_config", "layer_replication",
            "megatron_config", "ensure_weight_tying"]
+
+
+def input_embedding(sd):
+    """model.get_input_embeddings()'s name for these architectures."""
+    return next(k[: -len(".weight")] for k in sorted(sd) if re.search(r"(^|\.)(embed_tokens|wte|word_embeddings)\.weight$", k))
+
+
+def token_targets(cfg, sd):
+    """utils/other.py: a list trains rows of the input embedding; a dict {name: ids} those of every
+    module whose name endswith the name (_set_trainable with TrainableTokensWrapper)."""
+    tti = cfg.get("trainable_token_indices")
+    if tti is None:
+        return {}
+    if isinstance(tti, list):
+        return {input_embedding(sd): tti}
+    out = {}
+    for name, ids in tti.items():
+        for m in module_names(sd):
+            if m.endswith(name) and m + ".weight" in sd:
+                out[m] = ids
+    return out
 
 
 class BiasAdapter(mp.Adapter):
@@ -162,6 +183,12 @@ def load_peft_dir(adapter_dir, base_sd, model_type):
         mag = t.pop(m + ".lora_magnitude_vector", None) if cfg.get("use_dora") else None
         adapters[m] = BiasAdapter(m, A, B, mp.lora_scaling(r, alpha, cfg["use_rslora"]), fifo, mag, bb)
     sd = dict(base_sd)
+    # trainable_tokens/layer.py get_merged_weights: W.index_copy(0, indices, delta) -- the delta
+    # REPLACES the rows. A tied LM head (GPT-2) reads the same weight, so it sees them too.
+    for emb, ids in token_targets(cfg, base_sd).items():
+        delta = t.pop(emb + ".token_adapter.trainable_tokens_delta")
+        assert delta.shape == (len(ids), base_sd[emb + ".weight"].shape[1]), emb
+        sd[emb + ".weight"] = base_sd[emb + ".weight"].index_copy(0, torch.tensor(ids), delta)
     wrappers = modules_to_save_wrapped(cfg, base_sd)
     copies = {}
     for k in list(t):
@@ -270,6 +297,9 @@ def build(cfg, base_sd, model_type):
         out[m + ".lora_B.weight"] = torch.randn(n_out, r) * 0.15
         if cfg["lora_bias"]:
             out[m + ".lora_B.bias"] = torch.randn(n_out) * 0.2
+    for emb, ids in token_targets(cfg, base_sd).items():  # trained rows, saved whole (not as a difference)
+        rows = base_sd[emb + ".weight"][torch.tensor(ids)]
+        out[emb + ".token_adapter.trainable_tokens_delta"] = rows + torch.randn(*rows.shape) * 0.5
     wrappers = modules_to_save_wrapped(cfg, base_sd)
     for w in wrappers:  # ModulesToSaveWrapper copies: "<wrapper>.<param>"
         for k in sorted(base_sd):
@@ -313,6 +343,14 @@ CASES = [
         layers_to_transform=1, layers_pattern="layers", init_lora_weights="olora",
         alpha_pattern={"v_proj": 8}),
      "layers_to_transform as an int; a target listed in full is taken whatever its layer; rsLoRA + alpha_pattern; olora string"),
+    ("gpt2-trainable-tokens-tied", "gpt2", peft_config(
+        base_model_name_or_path="hf-ref/gpt2", r=2, lora_alpha=4, target_modules=["c_attn"], fan_in_fan_out=True,
+        trainable_token_indices=[61, 66, 13]),
+     "trainable_token_indices (list: the input embedding); the tied LM head reads the same rows"),
+    ("llama-trainable-tokens-dict", "llama", peft_config(
+        base_model_name_or_path="hf-ref/llama", r=2, lora_alpha=4, target_modules=["q_proj"],
+        trainable_token_indices={"embed_tokens": [22, 70, 33]}),
+     "trainable_token_indices as {module: ids}; untied head"),
     ("roberta-seqcls-classifier-score", "roberta-seqcls", peft_config(
         base_model_name_or_path="hf-ref/roberta-seqcls", r=4, lora_alpha=8, task_type="SEQ_CLS",
         target_modules=["dense", "query", "value"], modules_to_save=["classifier", "score"],
@@ -397,7 +435,12 @@ def sensitivity():
     def base_head(a, sd, base_sd):
         return a, {k: (base_sd[k] if k.startswith("classifier.") else v) for k, v in sd.items()}
 
+    def base_embeddings(a, sd, base_sd):
+        return a, {k: (base_sd[k] if re.search(r"(wte|embed_tokens)\.weight$", k) else v) for k, v in sd.items()}
+
     checks = [
+        ("gpt2-trainable-tokens-tied", "trained token rows ignored", base_embeddings),
+        ("llama-trainable-tokens-dict", "trained token rows ignored", base_embeddings),
         ("gpt2-bias-all-layers", "saved biases ignored", base_biases),
         ("qwen2-lora-bias-exclude", "lora_B.bias ignored", no_lora_bias),
         ("qwen2-lora-bias-exclude", "base_layer.bias ignored", base_biases),

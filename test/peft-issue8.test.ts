@@ -80,7 +80,7 @@ test('item 3: lora_bias (saved, merged), exclude_modules honoured; unimplemented
   const fresh = f32('qwen2');
   loadPeftAdapter(fresh, dir);
   assert.ok(diff(logits(fresh, x), un) < 1e-5);
-  for (const [field, value] of [['alora_invocation_tokens', [5, 6]], ['arrow_config', { top_k: 2 }], ['target_parameters', ['mlp.experts']], ['use_qalora', true], ['layer_replication', [[0, 2]]], ['trainable_token_indices', [1, 2]]] as const) {
+  for (const [field, value] of [['alora_invocation_tokens', [5, 6]], ['arrow_config', { top_k: 2 }], ['target_parameters', ['mlp.experts']], ['use_qalora', true], ['layer_replication', [[0, 2]]]] as const) {
     const d = tmp();
     cpSync(join(CONF, 'qwen2-lora-bias-exclude'), d, { recursive: true });
     writeFileSync(join(d, 'adapter_config.json'), JSON.stringify({ ...json(join(d, 'adapter_config.json')), [field]: value }));
@@ -88,6 +88,42 @@ test('item 3: lora_bias (saved, merged), exclude_modules honoured; unimplemented
   }
   peft.dispose();
   fresh.dispose();
+}));
+
+test('item 3: trainable_token_indices: the rows replace the embedding rows, the tied head reads them, they train alone and round-trip', () => tidy(() => {
+  const m = f32('gpt2');
+  const x = ids();
+  const base = logits(m, x);
+  const peft = PeftModel.create(m, { targetModules: ['c_attn'], trainableTokenIndices: [61, 5] });
+  assert.ok(diff(logits(m, x), base) < 1e-6, 'the rows start at their old values');
+  assert.deepEqual(peft.tokenWrappers().map(([p, w]) => [p, w.isTied]), [['transformer.wte', false], ['lm_head', true]]);
+  m.train();
+  const out = m.forward({ inputIds: x }).logits;
+  out.select(2, 61).sum().add(out.select(2, 7).sum()).backward();
+  const delta = m.getParameter('transformer.wte.token_adapter.trainable_tokens_delta.default');
+  assert.deepEqual(delta.shape, [2, 32]);
+  assert.ok(delta.grad!.abs().max().item() > 0, 'the rows train');
+  assert.equal(m.getParameter('transformer.wte.token_adapter.base_layer.weight').grad, null, 'the rest of the embedding does not');
+  m.eval();
+  noGrad(() => delta.add_(delta.clone().normal_(0, 1, 4)));
+  const trained = logits(m, x);
+  assert.ok(diff(trained, base) > 1e-2);
+  // The tied head reads the new rows: a model whose single (tied) embedding holds them gives the same logits.
+  const dir = tmp();
+  savePeftAdapters(peft, dir);
+  assert.ok(keys(dir).includes('base_model.model.transformer.wte.token_adapter.trainable_tokens_delta'));
+  assert.ok(!keys(dir).some((k) => k.startsWith('base_model.model.lm_head')), 'the tied head saves nothing');
+  const fresh = f32('gpt2');
+  const back = loadPeftAdapter(fresh, dir);
+  assert.ok(diff(logits(fresh, x), trained) < 1e-5);
+  const mixed = logits(back, x, ['default', null]);
+  assert.ok(diff(mixed.select(0, 0), trained.select(0, 0)) < 1e-5 && diff(mixed.select(0, 1), base.select(0, 1)) < 1e-5, 'mixed batch: rows per adapter');
+  const merged = back.mergeAndUnload();
+  assert.ok(merged.getParameter('lm_head.weight') === merged.getParameter('transformer.wte.weight'), 'still tied after unloading');
+  assert.ok(diff(logits(merged, x), trained) < 1e-5);
+  assert.throws(() => PeftModel.create(f32('llama'), { trainableTokenIndices: { nope: [1] } }), /"nope" matched no embedding/);
+  peft.dispose();
+  merged.dispose();
 }));
 
 test('item 4: every init_lora_weights string PEFT writes loads; olora and pissa_niter_N create adapters that start as the base', () => tidy(() => {

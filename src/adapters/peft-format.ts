@@ -60,6 +60,7 @@ export function savePeftAdapters(peft: PeftModel, dir: string, opts: SaveOptions
     for (const [path, m] of peft.model.namedModules()) {
       if (m instanceof ModulesToSave) for (const [k, t] of m.adapterState(name)) tensors.set(`${PREFIX}${path}.${k}`, t);
     }
+    for (const [path, w] of peft.tokenWrappers()) for (const [k, t] of w.adapterState(name)) tensors.set(`${PREFIX}${path}.${k}`, t);
     for (const [k, t] of trainedBiases(peft, config)) tensors.set(`${PREFIX}${k}`, t);
     const json = method.toJson(config);
     if (converted) {
@@ -178,10 +179,18 @@ export function loadPeftAdapter(target: PretrainedModel | PeftModel, dir: string
     const byLayer = new Map<string, Map<string, Tensor>>();
     const layerPaths = peft.tunerLayers().map(([p]) => p);
     const saverPaths = peft.model.namedModules().filter(([, m]) => m instanceof ModulesToSave).map(([p]) => p);
+    const tokens = new Map(peft.tokenWrappers());
+    const tokensLoaded = new Set<string>();
     for (const [key, t] of weights) {
       if (!key.startsWith(PREFIX)) throw new Error(`adapter key "${key}" does not start with "${PREFIX}" (not a PEFT adapter file?)`);
       // Older PEFT files may keep the adapter name in the key (lora_A.default.weight).
       const k = key.slice(PREFIX.length).replace(/\.(lora_[AB])\.[^.]+\.(weight|bias)$/, '.$1.$2').replace(/\.lora_magnitude_vector\.[^.]+$/, '.lora_magnitude_vector');
+      const tokenOwner = [...tokens.keys()].find((p) => k === `${p}.token_adapter.trainable_tokens_delta`);
+      if (tokenOwner !== undefined && tokens.get(tokenOwner)!.hasAdapter(name)) {
+        tokens.get(tokenOwner)!.loadDelta(name, t, tokenOwner);
+        tokensLoaded.add(tokenOwner);
+        continue;
+      }
       const owner = [...layerPaths, ...saverPaths].filter((p) => k.startsWith(p + '.')).sort((a, b) => b.length - a.length)[0];
       const rest = owner === undefined ? k : k.slice(owner.length + 1);
       // Base-model biases trained with bias "all" / "lora_only" (not lora_B's own bias, not a modules_to_save copy's).
@@ -192,6 +201,9 @@ export function loadPeftAdapter(target: PretrainedModel | PeftModel, dir: string
       if (!owner) throw new Error(`adapter key "${key}" names a module this ${peft.model.modelType} model does not have (was the adapter made for another base model?)`);
       if (!byLayer.has(owner)) byLayer.set(owner, new Map());
       byLayer.get(owner)!.set(k.slice(owner.length + 1), t);
+    }
+    for (const [path, w] of tokens) {
+      if (!w.isTied && w.hasAdapter(name) && !tokensLoaded.has(path)) throw new Error(`adapter file has no ${path}.token_adapter.trainable_tokens_delta (trainable_token_indices)`);
     }
     for (const [path, layer] of peft.tunerLayers()) {
       if (!layer.hasAdapter(name)) continue;
@@ -227,6 +239,7 @@ export function loadPeftAdapter(target: PretrainedModel | PeftModel, dir: string
       const s = peft.model.getSubmodule(path) as ModulesToSave;
       if (s.hasAdapter(name)) s.modules_to_save.getSubmodule(name).requiresGrad_(false);
     }
+    for (const [, w] of peft.tokenWrappers()) for (const t of w.adapterParameters(name)) t.requiresGrad = false;
     if (fresh) peft.model.requiresGrad_(false);
   }
   return peft;

@@ -21,6 +21,11 @@ export interface AdapterConfigBase {
   excludeModules: string[] | string | null;
   /** Modules trained in full and saved with the adapter (e.g. a classifier head). */
   modulesToSave: string[] | null;
+  /**
+   * Rows of an embedding trained per adapter (PEFT's trainable_token_indices): token ids of the
+   * input embedding, or {module name: token ids}.
+   */
+  trainableTokenIndices: number[] | Record<string, number[]> | null;
   baseModelNameOrPath: string | null;
   taskType: string | null;
   /** Fields this version does not know, kept so that saving round-trips them. */

@@ -61,6 +61,7 @@ export const DEFAULT_LORA: Omit<LoraConfig, 'extra'> = {
   layersPattern: null,
   excludeModules: null,
   modulesToSave: null,
+  trainableTokenIndices: null,
   baseModelNameOrPath: null,
   taskType: null,
 };
@@ -77,7 +78,7 @@ const FIELDS: [string, keyof LoraConfig][] = [
   ['fan_in_fan_out', 'fanInFanOut'], ['use_rslora', 'useRslora'], ['use_dora', 'useDora'], ['init_lora_weights', 'initLoraWeights'],
   ['rank_pattern', 'rankPattern'], ['alpha_pattern', 'alphaPattern'], ['target_modules', 'targetModules'],
   ['exclude_modules', 'excludeModules'], ['layers_to_transform', 'layersToTransform'], ['layers_pattern', 'layersPattern'],
-  ['modules_to_save', 'modulesToSave'], ['lora_bias', 'loraBias'],
+  ['modules_to_save', 'modulesToSave'], ['lora_bias', 'loraBias'], ['trainable_token_indices', 'trainableTokenIndices'],
   ['base_model_name_or_path', 'baseModelNameOrPath'], ['task_type', 'taskType'],
 ];
 const ALIASES: Record<string, string> = Object.fromEntries(FIELDS.filter(([j, k]) => j !== k).map(([j, k]) => [j, k]));
@@ -116,6 +117,11 @@ export function resolveLora(partial: LoraOptions | Partial<LoraConfig>): LoraCon
   if (c.layersToTransform !== null && !(isIdx(c.layersToTransform) || (Array.isArray(c.layersToTransform) && c.layersToTransform.every(isIdx)))) {
     bad('layers_to_transform', 'a layer index or a list of layer indices', c.layersToTransform);
   }
+  const isIds = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every(isIdx);
+  const tti = c.trainableTokenIndices;
+  if (tti !== null && !(isIds(tti) || (typeof tti === 'object' && !Array.isArray(tti) && Object.keys(tti).length > 0 && Object.values(tti).every(isIds)))) {
+    bad('trainable_token_indices', 'a list of token ids or {module name: [token ids]}', tti);
+  }
   if (c.layersPattern !== null && !isNames(c.layersPattern)) bad('layers_pattern', 'a name or a list of names', c.layersPattern);
   // PEFT's LoraConfig.__post_init__ rules: layer selection works on list-form targets only.
   if (typeof c.targetModules === 'string' && c.layersToTransform !== null) bad('layers_to_transform', 'null when target_modules is a string (a regex must select the layers itself)', c.layersToTransform);
@@ -152,7 +158,6 @@ const REFUSED: Record<string, string> = {
   use_bdlora: 'block-diagonal LoRA changes the shapes of lora_A and lora_B',
   kasa_config: 'KaSA adds singular-value adaptation to the base weight',
   layer_replication: 'layer replication (stacking shared copies of base layers) is not implemented',
-  trainable_token_indices: 'trainable token embeddings are not implemented',
   megatron_config: 'Megatron parallel layers do not exist here',
   ensure_weight_tying: 'tying adapters of a tied embedding and LM head is not implemented',
 };
@@ -176,7 +181,7 @@ export function loraFromJson(raw: Record<string, unknown>, warn: (m: string) => 
   for (const [k, v] of Object.entries(raw)) {
     const f = FIELDS.find(([j]) => j === k);
     if (f) {
-      if (v !== null || ['targetModules', 'excludeModules', 'layersToTransform', 'layersPattern', 'modulesToSave', 'baseModelNameOrPath', 'taskType'].includes(f[1])) partial[f[1]] = v;
+      if (v !== null || ['trainableTokenIndices', 'targetModules', 'excludeModules', 'layersToTransform', 'layersPattern', 'modulesToSave', 'baseModelNameOrPath', 'taskType'].includes(f[1])) partial[f[1]] = v;
     } else if (k === EXTRA_KEY && v && typeof v === 'object') {
       const x = v as Record<string, unknown>;
       if (x.dylora !== undefined) partial.dylora = x.dylora;
