@@ -259,7 +259,7 @@ export class PeftModel {
     const order = [...new Set(names.filter((n): n is string => n !== null))];
     for (const n of order) if (!this.configs.has(n)) throw new Error(`no adapter "${n}" (have: ${this.adapterNames().join(', ')})`);
     if (this.tunerLayers().some(([, l]) => l.mergedAdapters.length > 0)) throw new Error('adapterNames (a mixed batch) cannot be used while adapters are merged, as in PEFT: call unmerge() first');
-    const index = tensor(names.map((n) => (n === null ? order.length : order.indexOf(n))), { dtype: 'int64' });
+    const index = tensor(names.map((n) => (n === null ? order.length : order.indexOf(n))), { dtype: 'int64', device: this.model.device });
     this.ctx.rows = { order, index, names };
     try {
       return this.model.forward(input);
