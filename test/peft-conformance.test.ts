@@ -65,6 +65,14 @@ test('the table has the cases the issue asks for', () => {
   ]);
 });
 
+test('the README classifies every field PEFT writes into adapter_config.json', () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const table = readme.slice(readme.indexOf("### PEFT's adapter_config.json, field by field"));
+  const fields = new Set(cases.flatMap((c) => Object.keys(JSON.parse(readFileSync(join(CONF, c, 'adapter_config.json'), 'utf8')) as object)));
+  assert.ok(fields.size >= 40, `${fields.size} fields`);
+  for (const f of fields) assert.ok(table.includes('`' + f + '`'), `README does not list ${f}`);
+});
+
 for (const c of cases) {
   test(`${c}: a PEFT-written folder loads without warnings and gives the reference outputs (unmerged and merged)`, () => {
     const e = JSON.parse(readFileSync(join(CONF, c, 'expected.json'), 'utf8')) as Expected;
