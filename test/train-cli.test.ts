@@ -80,3 +80,18 @@ test('the demo runs on the embedded model and ends with its summary line', () =>
   assert.match(last, /^demo: before=0\.\d{3} after=0\.\d{3} majority=0\.\d{3}$/);
   assert.ok(existsSync(join(work, 'demo', 'final', 'adapter_model.safetensors')));
 });
+
+test('a YAML lora: section with a misspelt key is refused with the right name; PEFT spellings work', () => {
+  const out = join(work, 'run-lora-keys');
+  const yaml = (lora: string) => `model: ${model}\ntask: instruction\noutput: ${out}\ndata:\n  train: ${join(work, 'instr.jsonl')}\n  valFraction: 0\nlora:\n${lora}training:\n  batchSize: 8\n`;
+  writeFileSync(join(work, 'lora-typo.yaml'), yaml('  r: 4\n  lora_alhpa: 8\n'));
+  const bad = cli('train', '--config', join(work, 'lora-typo.yaml'), '--max-steps', '1');
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /unknown key "lora_alhpa" \(did you mean "loraAlpha"\?\)/);
+  writeFileSync(join(work, 'lora-peft.yaml'), yaml('  r: 4\n  lora_alpha: 8\n  target_modules: [q_proj, v_proj]\n'));
+  const ok = cli('train', '--config', join(work, 'lora-peft.yaml'), '--max-steps', '1', '--overwrite');
+  assert.equal(ok.status, 0, ok.stderr);
+  const cfg = JSON.parse(readFileSync(join(out, 'final', 'adapter_config.json'), 'utf8')) as { lora_alpha: number; target_modules: string[] };
+  assert.equal(cfg.lora_alpha, 8);
+  assert.deepEqual(cfg.target_modules, ['q_proj', 'v_proj']);
+});
