@@ -88,7 +88,7 @@ test('score --json: logprobs match the library and need no tokenizer with --ids'
   const t = cli('score', '--model', bare, '--text', 'hi');
   assert.equal(t.status, 1);
   assert.match(t.stderr, /cannot load .*tokenizer\.json/);
-  assert.match(cli('score', '--model', llama, '--ids', '1,x').stderr, /comma-separated non-negative integers/);
+  assert.match(cli('score', '--model', llama, '--ids', '1,x').stderr, /--ids must be comma-separated token ids \(decimal integers >= 0\), got "1,x" \(item 2 is "x"\)/);
   assert.match(cli('score', '--model', llama, '--ids', '1,999').stderr, /outside the vocabulary/);
 });
 
@@ -110,7 +110,7 @@ test('generate: greedy is deterministic, streaming prints the same text, stop st
   const bad = cli('generate', '--model', llama);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--prompt is required/);
-  assert.match(cli('generate', '--model', llama, '--prompt', 'a', '--temperature', 'hot').stderr, /--temperature must be a number/);
+  assert.match(cli('generate', '--model', llama, '--prompt', 'a', '--temperature', 'hot').stderr, /--temperature must be a decimal number >= 0\.0001, got "hot"/);
 });
 
 test('inspect lists tensors and the config; a bad file is a clear error with exit code 1', () => {
