@@ -101,6 +101,9 @@ fifo(join(fifoConfig, 'config.json'));
 const fifoAdapter = p('fifo-adapter');
 cpSync(adapter, fifoAdapter, { recursive: true });
 fifo(join(fifoAdapter, 'adapter_config.json'));
+const fifoGenConfig = p('fifo-genconfig');
+cpSync(model, fifoGenConfig, { recursive: true });
+fifo(join(fifoGenConfig, 'generation_config.json'));
 fifo(p('pipe.safetensors'));
 fifo(p('pipe.jsonl'));
 
@@ -136,6 +139,7 @@ const cases: Case[] = [
   { name: 'FIFO model.safetensors', args: ['score', '--model', fifoWeights, '--ids', '1,2'], status: 1, message: /model\.safetensors is a named pipe \(FIFO\), not a regular file/ },
   { name: 'FIFO config.json', args: ['score', '--model', fifoConfig, '--ids', '1,2'], status: 1, message: /config\.json is a named pipe \(FIFO\), not a regular file/ },
   { name: 'FIFO adapter_config.json', args: ['score', '--model', model, '--adapter', fifoAdapter, '--ids', '1,2'], status: 1, message: /adapter_config\.json is a named pipe \(FIFO\)/ },
+  { name: 'FIFO generation_config.json', args: ['generate', '--model', fifoGenConfig, '--prompt', 'hi'], status: 1, message: /generation_config\.json is a named pipe \(FIFO\)/ },
   { name: 'FIFO inspect target', args: ['inspect', p('pipe.safetensors')], status: 1, message: /pipe\.safetensors is a named pipe \(FIFO\)/ },
   { name: 'FIFO training data', args: train(p('run-fifo'), '--data', p('pipe.jsonl')), status: 1, message: /pipe\.jsonl is a named pipe \(FIFO\)/ },
   // 3. strict number parsing

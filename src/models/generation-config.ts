@@ -2,7 +2,8 @@
 // generate(). Llama 3 lists several EOS ids (<|end_of_text|>, <|eom_id|>, <|eot_id|>) there and
 // nowhere else, and instruct models set sampling defaults (do_sample, temperature, top_p) and a
 // max_length. Options given explicitly always win over the file, as in HF's generate(**kwargs).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readRegularFile } from '../io/files.js';
 import { join } from 'node:path';
 import type { GenerateOptions } from './generate.js';
 
@@ -25,9 +26,10 @@ export interface GenerationConfigFile {
 export function readGenerationConfig(dir: string): GenerationConfigFile | null {
   const file = join(dir, 'generation_config.json');
   if (!existsSync(file)) return null;
+  const text = readRegularFile(file, 'generation config', 'utf8');  // a FIFO would block readFileSync forever
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
+    raw = JSON.parse(text);
   } catch (e) {
     throw new Error(`${file} is not valid JSON: ${(e as Error).message}`);
   }
