@@ -19,7 +19,8 @@ export function prepareRunOutput(output: string, model: string, o: { resume?: bo
     if (!found) {
       throw new Error(`--resume: ${output} has no checkpoint to resume from (no complete step-* folder in ${join(output, 'checkpoints')}); drop --resume to start a new run`);
     }
-    removeStaleTemporaries(output);
+    // A killed run may have left temporaries beside any of its outputs.
+    for (const d of ['', 'checkpoints', 'final', 'best']) removeStaleTemporaries(join(output, d));
     return;
   }
   const had = prepareOutputDir(output, { flag: '--output', force: o.overwrite, forceFlag: '--overwrite (or --resume to continue the run there)', inputs: [{ flag: '--model', path: model }] });
