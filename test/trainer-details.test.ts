@@ -7,8 +7,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { tidy, tensor } from '../src/index.js';
-import { AdamW, SGD, entities, entityScores } from '../src/train/index.js';
+import { fileURLToPath } from 'node:url';
+import { tidy, tensor, noGrad, loadModel, PeftModel } from '../src/index.js';
+import { AdamW, SGD, Trainer, entities, entityScores } from '../src/train/index.js';
 import { readGenerationConfig, generationDefaults } from '../src/models/generation-config.js';
 
 test('AdamW: a parameter without a gradient on a step keeps its own step count (torch semantics), saved and restored', () => tidy(() => {
@@ -90,4 +91,29 @@ test('generation_config.json: every EOS id (Llama 3 lists several), max_length, 
   const h = generationDefaults(readGenerationConfig(dir)!, {}, 3);
   assert.deepEqual(h.stopIds, [2]);
   assert.equal(h.maxNewTokens, 7);
+});
+
+test('token-classification evaluation reports entity-level F1 (seqeval) next to token accuracy, from config id2label', () => {
+  const m = loadModel(fileURLToPath(new URL('../../test/fixtures/hf-ref/bert-tokcls', import.meta.url)), { dtype: 'float32' });
+  m.config.id2label = { 0: 'O', 1: 'B-PER', 2: 'I-PER', 3: 'B-LOC', 4: 'I-LOC' };
+  const rows = [[61, 66, 22, 13, 70, 33, 71], [5, 9, 17, 33, 2, 8, 90]];
+  const gold = [[-100, 1, 2, 0, 3, 4, -100], [-100, 3, 0, 1, 1, 0, -100]];
+  const ev = rows.map((inputIds, i) => ({ inputIds, labels: gold[i]! }));
+  const peft = PeftModel.create(m, { targetModules: ['query'] });
+  const tr = new Trainer({ model: m, peft, train: ev, eval: ev, collate: { padId: 0 }, config: { task: 'token-classification', evalBatchSize: 1 }, log: () => {} });
+  const r = tr.evaluate();
+  // Independently: argmax per token, names from id2label, seqeval rules over the labelled tokens.
+  const names = ['O', 'B-PER', 'I-PER', 'B-LOC', 'I-LOC'];
+  const predSeqs: string[][] = [];
+  const goldSeqs: string[][] = [];
+  rows.forEach((ids, i) => {
+    const p = noGrad(() => m.forward({ inputIds: tensor([ids], { dtype: 'int64' }) }).logits.argmax(-1).toArray() as number[][])[0]!;
+    const keepAt = gold[i]!.map((g, j) => [g, j] as const).filter(([g]) => g !== -100);
+    predSeqs.push(keepAt.map(([, j]) => names[p[j]!]!));
+    goldSeqs.push(keepAt.map(([g]) => names[g]!));
+  });
+  assert.ok(r.entityF1 !== undefined && r.entityF1 > 0, "some entities of this fixed model are right");
+  assert.ok(Math.abs(r.entityF1 - entityScores(predSeqs, goldSeqs).f1) < 1e-12, `${r.entityF1}`);
+  assert.ok(r.accuracy !== undefined);
+  m.dispose();
 });

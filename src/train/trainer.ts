@@ -12,7 +12,7 @@ import { DataLoader, collate, toTensors, type CollateOptions, type Example } fro
 import { AdamW, SGD, paramGroups, type Optimizer } from './optim.js';
 import { lrAt, type ScheduleKind } from './schedule.js';
 import { clipGradNorm } from './clip.js';
-import { accuracy, macroF1 } from './metrics.js';
+import { accuracy, macroF1, entityScores } from './metrics.js';
 import { lossParts, fusedCausalLmLoss, itemCount, IGNORE, type TrainTask } from './loss.js';
 import { saveCheckpoint, findResumeCheckpoint, loadCheckpoint, type TrainState } from './checkpoint.js';
 import { truncateMetrics } from './metrics-file.js';
@@ -78,6 +78,8 @@ export interface EvalResult {
   perplexity?: number;
   accuracy?: number;
   f1?: number;
+  /** Token classification with BIO/IOBES tag names (config.json id2label): entity-level F1, seqeval's rules. */
+  entityF1?: number;
   predictions?: number[];
 }
 
@@ -239,6 +241,14 @@ export class Trainer {
       const flat = tokenPairs.flat();
       pred = flat.map(([p]) => p);
       gold = flat.map(([, g]) => g);
+      // Entity-level F1 (seqeval) next to token accuracy, when the tags have names that look like BIO/IOBES.
+      const names = this.o.model.config.id2label as Record<string, string> | undefined;
+      if (names && Object.values(names).some((n) => /^[BIES]-/.test(n))) {
+        const tag = (id: number) => names[String(id)] ?? 'O';
+        const seqs = tokenPairs.filter(Boolean);
+        const e = entityScores(seqs.map((s) => s.map(([p]) => tag(p))), seqs.map((s) => s.map(([, g]) => tag(g))));
+        return { loss, accuracy: accuracy(pred, gold), f1: macroF1(pred, gold), entityF1: e.f1, predictions: pred };
+      }
     }
     return { loss, accuracy: accuracy(pred, gold), f1: macroF1(pred, gold), predictions: pred };
   }
@@ -410,7 +420,7 @@ export class Trainer {
           evalCurve.push({ step, value: r.loss });
           const metric = higherIsBetter ? r.accuracy! : r.loss;
           if (higherIsBetter) metricCurve.push({ step, value: metric });
-          record({ step, eval_loss: r.loss, eval_accuracy: r.accuracy, eval_f1: r.f1, eval_perplexity: r.perplexity });
+          record({ step, eval_loss: r.loss, eval_accuracy: r.accuracy, eval_f1: r.f1, eval_entity_f1: r.entityF1, eval_perplexity: r.perplexity });
           // A NaN or infinite evaluation is never the best model.
           const improved = Number.isFinite(metric) && (best.metric === null || (higherIsBetter ? metric > best.metric : metric < best.metric));
           if (improved) {
@@ -420,7 +430,7 @@ export class Trainer {
             clock.time('checkpoints', () => this.saveBest());
           } else best.bad++;
           bar?.done();
-          this.log(`eval @ ${step}: loss ${r.loss.toFixed(4)}${r.accuracy !== undefined ? `  accuracy ${(100 * r.accuracy).toFixed(1)}%  F1 ${r.f1!.toFixed(3)}` : `  perplexity ${r.perplexity!.toFixed(2)}`}${improved ? '  (best)' : ''}`);
+          this.log(`eval @ ${step}: loss ${r.loss.toFixed(4)}${r.accuracy !== undefined ? `  accuracy ${(100 * r.accuracy).toFixed(1)}%  F1 ${r.f1!.toFixed(3)}${r.entityF1 !== undefined ? `  entity F1 ${r.entityF1.toFixed(3)}` : ''}` : `  perplexity ${r.perplexity!.toFixed(2)}`}${improved ? '  (best)' : ''}`);
           if (c.earlyStoppingPatience && best.bad >= c.earlyStoppingPatience) {
             stopped = 'early-stopping';
             break;
