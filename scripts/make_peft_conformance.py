@@ -122,8 +122,28 @@ def modules_to_save_wrapped(cfg, sd):
 
 
 REFUSED = ["alora_invocation_tokens", "arrow_config", "target_parameters", "use_qalora", "velora_config",
-           "monteclora_config", "use_bdlora", "kasa_config", "layer_replication",
+           "monteclora_config", "use_bdlora", "kasa_config",
            "megatron_config", "ensure_weight_tying"]
+
+
+def replicate_layers(base_sd, base_cfg, layer_map):
+    """tuners/tuners_utils.py replicate_layers: the layer list becomes the [start, end) ranges of the
+    old one, each entry sharing the old layer's weights (clone_module(share_weights=True)), and
+    config.num_hidden_layers its length. Returns the state dict and config of the deeper model."""
+    if not layer_map:
+        return base_sd, base_cfg
+    plan = [i for start, end in layer_map for i in range(start, end)]
+    pre = "model.layers." if any(k.startswith("model.layers.") for k in base_sd) else next(
+        p for p in ("bert.encoder.layer.", "roberta.encoder.layer.") if any(k.startswith(p) for k in base_sd))
+    sd = {k: v for k, v in base_sd.items() if not k.startswith(pre)}
+    for j, i in enumerate(plan):
+        for k, v in base_sd.items():
+            if k.startswith(f"{pre}{i}."):
+                # the same storage (shared weights); a view, so each copy is its own object for the
+                # unmerged forward's per-weight hooks
+                sd[f"{pre}{j}." + k[len(f"{pre}{i}."):]] = v.view_as(v)
+    cfg = dict(base_cfg, num_hidden_layers=len(plan))
+    return sd, cfg
 
 
 def input_embedding(sd):
@@ -263,7 +283,10 @@ def outputs(base_cfg, sd, ex):
 def run_dir(adapter_dir, base_dir):
     with open(os.path.join(base_dir, "config.json")) as f:
         base_cfg = json.load(f)
-    base_sd = hf.load_safetensors(os.path.join(base_dir, "model.safetensors"))
+    orig_sd = base_sd = hf.load_safetensors(os.path.join(base_dir, "model.safetensors"))
+    orig_cfg = base_cfg
+    with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+        base_sd, base_cfg = replicate_layers(base_sd, base_cfg, json.load(f).get("layer_replication"))
     cfg, adapters, sd = load_peft_dir(adapter_dir, base_sd, base_cfg["model_type"])
     ex, _ = base_inputs(base_dir)
     merged = outputs(base_cfg, merged_sd(sd, adapters), ex)
@@ -271,7 +294,7 @@ def run_dir(adapter_dir, base_dir):
         un = outputs(base_cfg, sd, ex)
     assert set(hits) == set(adapters), (sorted(hits), sorted(adapters))
     assert (merged - un).abs().max().item() < 1e-5
-    base = outputs(base_cfg, base_sd, ex)
+    base = outputs(orig_cfg, orig_sd, ex)  # the model before the adapter (and before any replication)
     return cfg, adapters, merged, base, ex
 
 
@@ -351,6 +374,10 @@ CASES = [
         base_model_name_or_path="hf-ref/llama", r=2, lora_alpha=4, target_modules=["q_proj"],
         trainable_token_indices={"embed_tokens": [22, 70, 33]}),
      "trainable_token_indices as {module: ids}; untied head"),
+    ("llama-layer-replication", "llama", peft_config(
+        base_model_name_or_path="hf-ref/llama", r=2, lora_alpha=4, target_modules=["q_proj", "down_proj"],
+        layer_replication=[[0, 2], [1, 2], [0, 1]]),
+     "layer_replication [[0,2],[1,2],[0,1]]: layers 0 1 1 0 sharing weights, each copy with its own LoRA"),
     ("roberta-seqcls-classifier-score", "roberta-seqcls", peft_config(
         base_model_name_or_path="hf-ref/roberta-seqcls", r=4, lora_alpha=8, task_type="SEQ_CLS",
         target_modules=["dense", "query", "value"], modules_to_save=["classifier", "score"],
@@ -382,8 +409,10 @@ def main():
         torch.manual_seed(5000 + i)
         base_dir = os.path.join(HF_REF, base)
         with open(os.path.join(base_dir, "config.json")) as f:
-            mt = json.load(f)["model_type"]
-        base_sd = hf.load_safetensors(os.path.join(base_dir, "model.safetensors"))
+            base_cfg = json.load(f)
+        mt = base_cfg["model_type"]
+        base_sd, _ = replicate_layers(hf.load_safetensors(os.path.join(base_dir, "model.safetensors")), base_cfg,
+                                      cfg["layer_replication"])
         if cfg["target_modules"] is None:
             cfg["target_modules"] = resolve_all_linear(base_sd, mt)
         d = os.path.join(OUT, name)

@@ -56,11 +56,12 @@ function python(): string | null {
   return null;
 }
 
+const json = (p: string) => JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
 const cases = readdirSync(CONF).filter((d) => !d.includes('.')).sort();
 
 test('the table has the cases the issue asks for', () => {
   assert.deepEqual(cases, [
-    'bert-tokcls-all-linear-eva', 'gpt2-bias-all-layers', 'gpt2-trainable-tokens-tied', 'llama-layer-int-olora', 'llama-trainable-tokens-dict',
+    'bert-tokcls-all-linear-eva', 'gpt2-bias-all-layers', 'gpt2-trainable-tokens-tied', 'llama-layer-int-olora', 'llama-layer-replication', 'llama-trainable-tokens-dict',
     'qwen2-lora-bias-exclude', 'roberta-seqcls-classifier-score',
   ]);
 });
@@ -85,9 +86,13 @@ for (const c of cases) {
       assert.deepEqual(warnings, []);
       assert.deepEqual(peft.tunerLayers().map(([p]) => p).sort(), [...e.adapted_modules].sort());
       close(outputsOf(m, e), e.outputs, `${c} unmerged`);
-      peft.merge();
-      close(outputsOf(m, e), e.outputs, `${c} merged`);
-      peft.unmerge();
+      if (json(join(CONF, c, 'adapter_config.json')).layer_replication) {
+        assert.throws(() => peft.merge(), /cannot merge adapters into replicated layers/);
+      } else {
+        peft.merge();
+        close(outputsOf(m, e), e.outputs, `${c} merged`);
+        peft.unmerge();
+      }
       assert.equal(m.trainableParameters().length, 0, 'loaded for inference: nothing trains (modules_to_save copies and biases included)');
     } finally {
       peft.dispose();

@@ -80,7 +80,7 @@ test('item 3: lora_bias (saved, merged), exclude_modules honoured; unimplemented
   const fresh = f32('qwen2');
   loadPeftAdapter(fresh, dir);
   assert.ok(diff(logits(fresh, x), un) < 1e-5);
-  for (const [field, value] of [['alora_invocation_tokens', [5, 6]], ['arrow_config', { top_k: 2 }], ['target_parameters', ['mlp.experts']], ['use_qalora', true], ['layer_replication', [[0, 2]]]] as const) {
+  for (const [field, value] of [['alora_invocation_tokens', [5, 6]], ['arrow_config', { top_k: 2 }], ['target_parameters', ['mlp.experts']], ['use_qalora', true], ['kasa_config', { r: 2 }]] as const) {
     const d = tmp();
     cpSync(join(CONF, 'qwen2-lora-bias-exclude'), d, { recursive: true });
     writeFileSync(join(d, 'adapter_config.json'), JSON.stringify({ ...json(join(d, 'adapter_config.json')), [field]: value }));
@@ -125,6 +125,32 @@ test('item 3: trainable_token_indices: the rows replace the embedding rows, the 
   peft.dispose();
   merged.dispose();
 }));
+
+test('item 3: layer_replication: shared-weight copies of layers, each with its own LoRA; generation with the cache; merge refused', async () => {
+  const m = f32('llama');
+  const w0 = m.getParameter('model.layers.0.self_attn.q_proj.weight');
+  const peft = PeftModel.create(m, { targetModules: ['q_proj'], layerReplication: [[0, 2], [0, 1]], initLoraWeights: false }, { seed: 5 });
+  assert.equal(m.numLayers, 3);
+  assert.equal(m.config.num_hidden_layers, 3);
+  assert.deepEqual(peft.tunerLayers().map(([p]) => p), ['model.layers.0.self_attn.q_proj', 'model.layers.1.self_attn.q_proj', 'model.layers.2.self_attn.q_proj']);
+  const l0 = m.getSubmodule('model.layers.0.self_attn.q_proj') as LoraLayer;
+  const l2 = m.getSubmodule('model.layers.2.self_attn.q_proj') as LoraLayer;
+  assert.ok(l0.base_layer.weight === w0 && l2.base_layer.weight === w0, 'copies share the base weight');
+  assert.ok(diff(l0.A('default'), l2.A('default')) > 0, 'each copy has its own adapter');
+  const x = ids();
+  const { generate } = await import('../src/models/generate.js');
+  const a = await generate(m, x, null, { maxNewTokens: 4 });
+  const b = await generate(m, x, null, { maxNewTokens: 4, noCache: true });
+  assert.deepEqual(a, b, 'the KV cache has a slot per replicated layer');
+  assert.throws(() => peft.merge(), /cannot merge adapters into replicated layers/);
+  assert.throws(() => PeftModel.create(f32('gpt2'), { layerReplication: [[0, 2]] }), /layer_replication is not supported for gpt2/);
+  assert.throws(() => PeftModel.create(f32('llama'), { layerReplication: [[0, 3]] }), /\[0,3\] is not a range \[start, end\) of this model's 2 layers/);
+  const bert = f32('bert-seqcls');
+  const pb = PeftModel.create(bert, { targetModules: ['query'], layerReplication: [[1, 2], [0, 2]] });
+  assert.deepEqual(pb.tunerLayers().map(([p]) => p).length, 3);
+  peft.dispose();
+  pb.dispose();
+});
 
 test('item 4: every init_lora_weights string PEFT writes loads; olora and pissa_niter_N create adapters that start as the base', () => tidy(() => {
   for (const init of ['pissa_niter_4', 'olora', 'eva', 'loftq', 'orthogonal', 'corda', 'gaussian', 'lora_ga', 'mica']) {

@@ -98,6 +98,7 @@ export class PeftModel {
     if (heads) config.modulesToSave = [...(config.modulesToSave ?? []), ...heads.filter((h) => !(config.modulesToSave ?? []).includes(h))];
     const withBias = [...this.configs.values(), config].filter((c) => ((c as { bias?: string }).bias ?? 'none') !== 'none');
     if (withBias.length > 1) throw new Error(`only one adapter may train biases (bias "all" / "lora_only"), as in PEFT; set bias "none" for "${name}"`);
+    method.prepareModel?.(config, this.model, this.configs.size === 0, this.ctx);
     const targets = config.targetModules ?? method.defaultTargets(this.model.modelType);
     if (targets === null) throw new Error(`no default target_modules for ${this.model.modelType}: set target_modules`);
     const mods = this.modules();

@@ -4,6 +4,7 @@
 // drives every method through this contract only, so a new method never changes the framework.
 import type { Module } from '../nn/module.js';
 import type { Tensor } from '../tensor/index.js';
+import type { PretrainedModel } from '../models/types.js';
 
 /** Fields every PEFT adapter_config.json has, in adapterkit's camelCase. */
 export interface AdapterConfigBase {
@@ -44,6 +45,8 @@ export interface AdapterContext {
   version: number;
   /** Per-forward values a variant needs (DyLoRA's sampled rank). */
   step: { dyloraRank?: number };
+  /** Layers share base weights (layer replication): merging into them is refused. */
+  sharedBaseWeights?: boolean;
 }
 
 export interface TunerLayer extends Module {
@@ -75,6 +78,8 @@ export interface AdapterMethod<C extends AdapterConfigBase = AdapterConfigBase> 
   defaultTargets(modelType: string): string[] | null;
   canWrap(m: Module): boolean;
   wrap(base: Module, ctx: AdapterContext): TunerLayer;
+  /** Called before targets are matched (LoRA's layer_replication rebuilds the layer list here, as PEFT's _prepare_model). */
+  prepareModel?(config: C, model: PretrainedModel, firstAdapter: boolean, ctx: AdapterContext): void;
   /** Called once an adapter is on its layers (LoRA records fan_in_fan_out from the layer types, as PEFT). */
   afterWrap?(config: C, layers: TunerLayer[]): void;
   isTunerLayer(m: Module): m is TunerLayer;

@@ -3,6 +3,7 @@
 // position ids (counted from padding_idx + 1 over non-pad tokens) and their heads.
 // Shapes: B batch, T tokens, C hidden, H heads, D head dim, I intermediate, V vocab, L labels.
 import { Module, ModuleList, Container } from '../nn/module.js';
+import { replicationPlan, sharedLayerCopy } from './replicate.js';
 import { Embedding, Linear, LayerNorm, Dropout } from '../nn/layers.js';
 import { activation, type Activation } from '../nn/activations.js';
 import { attentionAllowed, scaledDotProductAttention, positionRange } from '../nn/attention.js';
@@ -323,6 +324,14 @@ export class Bert extends Module implements PretrainedModel {
 
   get numLayers(): number {
     return this.cfg.layers;
+  }
+
+  replicateLayers(map: readonly (readonly number[])[]): void {
+    const old = [...this.base.encoder.layer];
+    const plan = replicationPlan(map, old.length);
+    this.base.encoder.setSubmodule('layer', new ModuleList(plan.map((i, j) => sharedLayerCopy(old[i]!, j))));
+    this.cfg.layers = plan.length;
+    this.config.num_hidden_layers = plan.length;
   }
 
   forward(input: ModelInput): ModelOutput {

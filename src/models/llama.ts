@@ -4,6 +4,7 @@
 // D head dim, I intermediate, V vocab, L labels.
 import { Module, ModuleList } from '../nn/module.js';
 import { Embedding, Linear, RMSNorm, computeDtype } from '../nn/layers.js';
+import { replicationPlan, sharedLayerCopy } from './replicate.js';
 import { activation, type Activation } from '../nn/activations.js';
 import {
   attentionAllowed, scaledDotProductAttention, positionIdsFromMask, positionRange, ropeInvFreq, ropeCosSin,
@@ -226,6 +227,16 @@ export class Llama extends Module implements PretrainedModel {
 
   get numLayers(): number {
     return this.cfg.layers;
+  }
+
+  replicateLayers(map: readonly (readonly number[])[]): void {
+    const old = [...this.model.layers];
+    const plan = replicationPlan(map, old.length);
+    const windows = plan.map((i) => this.cfg.slidingWindow[i] ?? null);
+    this.model.setSubmodule('layers', new ModuleList(plan.map((i, j) => sharedLayerCopy(old[i]!, j))));
+    this.cfg.layers = plan.length;
+    this.cfg.slidingWindow = windows;
+    this.config.num_hidden_layers = plan.length;
   }
 
   forward(input: ModelInput): ModelOutput {

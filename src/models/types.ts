@@ -51,6 +51,11 @@ export interface PretrainedModel extends Module {
   lmHeadWeight(): Tensor | null;
   /** The forward pass as segments (embedding, blocks, final norm, head): gradient checkpointing. */
   segments(input: ModelInput): ModelSegments;
+  /**
+   * PEFT's layer_replication: rebuilds the layer list from [start, end) ranges of the current
+   * layers, the copies sharing weights (see models/replicate.ts). Families without it refuse.
+   */
+  replicateLayers?(map: readonly (readonly number[])[]): void;
 }
 
 export interface ModelBuildOptions {

@@ -26,6 +26,8 @@ export interface LoraConfig extends AdapterConfigBase {
   alphaPattern: Record<string, number>;
   /** lora_B has a bias (trained, saved as lora_B.bias, merged into the base bias times the scaling). */
   loraBias: boolean;
+  /** PEFT's layer_replication: [start, end) ranges of base layers stacked into a deeper model (shared weights). */
+  layerReplication: [number, number][] | null;
   /** CorDA: "ipm" (instruction-previewed: the adapter takes the principal components) or "kpm" (knowledge-preserved: the smallest). */
   cordaMethod: 'ipm' | 'kpm';
   /** DyLoRA: sample a rank b in [1, r] per training step and train the nested truncation. */
@@ -54,6 +56,7 @@ export const DEFAULT_LORA: Omit<LoraConfig, 'extra'> = {
   rankPattern: {},
   alphaPattern: {},
   loraBias: false,
+  layerReplication: null,
   cordaMethod: 'ipm',
   dylora: false,
   targetModules: null,
@@ -78,7 +81,7 @@ const FIELDS: [string, keyof LoraConfig][] = [
   ['fan_in_fan_out', 'fanInFanOut'], ['use_rslora', 'useRslora'], ['use_dora', 'useDora'], ['init_lora_weights', 'initLoraWeights'],
   ['rank_pattern', 'rankPattern'], ['alpha_pattern', 'alphaPattern'], ['target_modules', 'targetModules'],
   ['exclude_modules', 'excludeModules'], ['layers_to_transform', 'layersToTransform'], ['layers_pattern', 'layersPattern'],
-  ['modules_to_save', 'modulesToSave'], ['lora_bias', 'loraBias'], ['trainable_token_indices', 'trainableTokenIndices'],
+  ['modules_to_save', 'modulesToSave'], ['lora_bias', 'loraBias'], ['trainable_token_indices', 'trainableTokenIndices'], ['layer_replication', 'layerReplication'],
   ['base_model_name_or_path', 'baseModelNameOrPath'], ['task_type', 'taskType'],
 ];
 const ALIASES: Record<string, string> = Object.fromEntries(FIELDS.filter(([j, k]) => j !== k).map(([j, k]) => [j, k]));
@@ -122,6 +125,10 @@ export function resolveLora(partial: LoraOptions | Partial<LoraConfig>): LoraCon
   if (tti !== null && !(isIds(tti) || (typeof tti === 'object' && !Array.isArray(tti) && Object.keys(tti).length > 0 && Object.values(tti).every(isIds)))) {
     bad('trainable_token_indices', 'a list of token ids or {module name: [token ids]}', tti);
   }
+  const lr = c.layerReplication;
+  if (lr !== null && !(Array.isArray(lr) && lr.length > 0 && lr.every((r) => Array.isArray(r) && r.length === 2 && r.every(isIdx) && r[0]! < r[1]!))) {
+    bad('layer_replication', 'a list of [start, end) layer ranges', lr);
+  }
   if (c.layersPattern !== null && !isNames(c.layersPattern)) bad('layers_pattern', 'a name or a list of names', c.layersPattern);
   // PEFT's LoraConfig.__post_init__ rules: layer selection works on list-form targets only.
   if (typeof c.targetModules === 'string' && c.layersToTransform !== null) bad('layers_to_transform', 'null when target_modules is a string (a regex must select the layers itself)', c.layersToTransform);
@@ -157,7 +164,6 @@ const REFUSED: Record<string, string> = {
   monteclora_config: 'MonteCLoRA samples the adapter weights',
   use_bdlora: 'block-diagonal LoRA changes the shapes of lora_A and lora_B',
   kasa_config: 'KaSA adds singular-value adaptation to the base weight',
-  layer_replication: 'layer replication (stacking shared copies of base layers) is not implemented',
   megatron_config: 'Megatron parallel layers do not exist here',
   ensure_weight_tying: 'tying adapters of a tied embedding and LM head is not implemented',
 };
@@ -181,7 +187,7 @@ export function loraFromJson(raw: Record<string, unknown>, warn: (m: string) => 
   for (const [k, v] of Object.entries(raw)) {
     const f = FIELDS.find(([j]) => j === k);
     if (f) {
-      if (v !== null || ['trainableTokenIndices', 'targetModules', 'excludeModules', 'layersToTransform', 'layersPattern', 'modulesToSave', 'baseModelNameOrPath', 'taskType'].includes(f[1])) partial[f[1]] = v;
+      if (v !== null || ['layerReplication', 'trainableTokenIndices', 'targetModules', 'excludeModules', 'layersToTransform', 'layersPattern', 'modulesToSave', 'baseModelNameOrPath', 'taskType'].includes(f[1])) partial[f[1]] = v;
     } else if (k === EXTRA_KEY && v && typeof v === 'object') {
       const x = v as Record<string, unknown>;
       if (x.dylora !== undefined) partial.dylora = x.dylora;

@@ -21,6 +21,15 @@ export const LORA: AdapterMethod<LoraConfig> = {
   isTunerLayer: (m: Module): m is TunerLayer => isTunerLayer(m) && m instanceof LoraLayer,
   // PEFT's dispatch_default overwrites lora_config.fan_in_fan_out with the layer type (True for a
   // transformers Conv1D, False for nn.Linear), so a saved GPT-2 config says true.
+  // PEFT's LoraModel._prepare_model: layer_replication rebuilds the layer list (shared weights)
+  // before targets are matched, so the adapter's module paths count the replicated layers.
+  prepareModel: (config, model, firstAdapter, ctx) => {
+    if (config.layerReplication === null) return;
+    if (!model.replicateLayers) throw new Error(`layer_replication is not supported for ${model.modelType} models (PEFT supports LLaMA-style and BERT layer lists)`);
+    if (!firstAdapter) throw new Error('layer_replication can only be set on the first adapter of a model (the layers are replicated once)');
+    model.replicateLayers(config.layerReplication);
+    ctx.sharedBaseWeights = true;
+  },
   afterWrap: (config, layers) => {
     if (layers.length) config.fanInFanOut = layers.some((l) => (l as LoraLayer).fanInFanOut);
   },

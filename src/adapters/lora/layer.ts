@@ -269,6 +269,11 @@ export class LoraLayer extends Module implements TunerLayer {
   }
 
   merge(names: string[]): void {
+    if (this.ctx.sharedBaseWeights && names.some((n) => this.adapters.has(n) && !this.merged.includes(n))) {
+      // PEFT merges in place, so with replicated layers every copy's update would land in the one
+      // shared weight; here merging is refused instead (the unmerged forward is exact).
+      throw new Error('cannot merge adapters into replicated layers (layer_replication): the copies share their base weights; run unmerged');
+    }
     noGrad(() => {
       for (const name of names) {
         const s = this.adapters.get(name);
