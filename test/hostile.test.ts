@@ -254,7 +254,7 @@ test('10: --resume needs a checkpoint, falls back to the newest complete one, an
   check(cli(train(run, '--max-steps', '4', '--save-every', '2')), { status: 0, message: /done: 4 steps/ });
   rmSync(join(run, 'checkpoints', 'latest'));
   const other = cli(train(run, '--max-steps', '6', '--resume', '--data', p('other.jsonl')));
-  check(other, { status: 1, message: /cannot resume from .*step-00000004: the training data differs/ });
+  check(other, { status: 1, message: /cannot resume from .*step-00000004: the training examples differ from those it was trained on \(other data files, split, seed or tokenization/ });
   const r = cli(train(run, '--max-steps', '6', '--resume'));
   check(r, { status: 0, message: /latest is missing; resuming from the newest complete checkpoint, step-00000004/ });
   assert.match(r.stdout, /resumed from .*step-00000004 at step 4/);

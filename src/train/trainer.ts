@@ -324,7 +324,7 @@ export class Trainer {
       const ck = loadCheckpoint(found.dir);
       try {
         if (ck.state.dataHash !== undefined && ck.state.dataHash !== this.dataHash()) {
-          throw new Error(`cannot resume from ${ck.dir}: the training data differs from the data it was trained on (examples hash ${ck.state.dataHash.slice(0, 12)}…, now ${this.dataHash().slice(0, 12)}…); resume with the same data and settings, or start a new run`);
+          throw new Error(`cannot resume from ${ck.dir}: the training examples differ from those it was trained on (other data files, split, seed or tokenization; examples hash ${ck.state.dataHash.slice(0, 12)}…, now ${this.dataHash().slice(0, 12)}…); resume with the same data and settings, or start a new run`);
         }
       } catch (e) {
         for (const t of [...ck.trainable.values(), ...ck.optimizer.values()]) t.dispose();
