@@ -4,6 +4,7 @@
 // adapter config itself.
 import { rejectUnknownKeys } from '../io/config-keys.js';
 import { DEFAULT_TRAINER } from './trainer.js';
+import type { RunConfig } from './run.js';
 
 export const RUN_KEYS = ['model', 'task', 'output', 'method', 'dtype', 'device', 'data', 'lora', 'training'] as const;
 
@@ -11,6 +12,13 @@ export const DATA_KEYS = [
   'train', 'eval', 'valFraction', 'maxLength', 'blockSize', 'onBadRow', 'textField', 'labelField', 'promptField', 'responseField',
   'tokensField', 'tagsField',
 ] as const;
+
+// Compile-time: the lists name exactly RunConfig's fields (a field added there must be added here).
+type Exact<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const runKeysExact: Exact<(typeof RUN_KEYS)[number], keyof RunConfig> = true;
+const dataKeysExact: Exact<(typeof DATA_KEYS)[number], keyof RunConfig['data']> = true;
+void runKeysExact;
+void dataKeysExact;
 
 /** The trainer's own keys, less those the run sets (task from the run's task, outputDir from output). */
 export const TRAINING_KEYS: readonly string[] = Object.keys(DEFAULT_TRAINER).filter((k) => k !== 'task' && k !== 'outputDir');
