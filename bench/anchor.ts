@@ -19,7 +19,9 @@ export function runAnchor(dtype: 'fp32' | 'bf16', args: string[] = []): AnchorRe
     console.log(`anchor: ${SCRIPT} not found; skipping the PyTorch comparison`);
     return null;
   }
-  const r = spawnSync(py, [SCRIPT, '--dtype', dtype, ...args], { encoding: 'utf8' });
+  // The anchor inherits this process's environment, OPENBLAS_CORETYPE included: the same BLAS kernels
+  // as ours, so ratios measure the engines and not OpenBLAS's CPU detection.
+  const r = spawnSync(py, [SCRIPT, '--dtype', dtype, ...args], { encoding: 'utf8', env: process.env });
   const m = /train_tok_s=([\d.]+) fwd_s=[\d.]+ fwd_tok_s=([\d.]+)/.exec(r.stdout ?? '');
   if (r.status !== 0 || !m) {
     console.log(`anchor: ${py} ${SCRIPT} failed (install python3-torch libopenblas0-pthread): ${(r.stderr ?? '').trim().split('\n').pop()}`);

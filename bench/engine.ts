@@ -1,8 +1,9 @@
 // bench:engine: what the TypeScript binding costs. Matrix products through the Tensor API next to
 // the same product timed in a C++ loop inside the addon (no N-API in the loop), and the per-call
 // overhead of a small op. Best of several interleaved rounds, so background noise hurts both sides
-// alike. Last line: gemm_bf16_ts_over_cpp=<ratio> small_op_us=<microseconds>
-import { randn, noGrad, getNumThreads, torchVersion, tensor, type DType, type Tensor } from '../src/index.js';
+// alike. Last line: gemm_ts_over_cpp=<ratio, in the dtype auto picks> small_op_us=<microseconds>
+import { randn, noGrad, tensor, type DType, type Tensor } from '../src/index.js';
+import { benchHeader } from './header.js';
 import { N } from '../src/tensor/native.js';
 
 const ROUNDS = 5;
@@ -51,19 +52,19 @@ function smallOpUs(): { op: number; noop: number } {
 }
 
 noGrad(() => {
-  console.log(`adapterkit bench:engine  libtorch ${torchVersion()}  threads ${getNumThreads()}`);
+  const info = benchHeader('bench:engine', 'matrix products through TypeScript vs C++, per-call overhead');
   console.log('product               dtype     TS GFLOP/s  C++ GFLOP/s  TS/C++');
   const ratios: number[] = [];
   for (const [m, k, n] of [[512, 768, 3072], [1024, 1024, 1024]] as const) {
     for (const dtype of ['float32', 'bfloat16'] as const) {
       const r = gemm(m, k, n, dtype);
       const ratio = r.ts / r.cpp;
-      if (dtype === 'bfloat16') ratios.push(ratio);
+      if (dtype === info.auto.dtype) ratios.push(ratio);
       console.log(`${`${m}x${k}x${n}`.padEnd(22)}${dtype.padEnd(10)}${r.ts.toFixed(1).padStart(10)}${r.cpp.toFixed(1).padStart(13)}${ratio.toFixed(3).padStart(8)}`);
     }
   }
   const s = smallOpUs();
   console.log(`small op (add of two 1-element tensors, result disposed): ${s.op.toFixed(2)} us per call; bare N-API call: ${s.noop.toFixed(3)} us`);
   const geo = Math.sqrt(ratios[0]! * ratios[1]!);
-  console.log(`gemm_bf16_ts_over_cpp=${geo.toFixed(3)} small_op_us=${s.op.toFixed(2)}`);
+  console.log(`gemm_ts_over_cpp=${geo.toFixed(3)} dtype=${info.auto.dtype} small_op_us=${s.op.toFixed(2)} cpu="${info.cpu.model}"`);
 });

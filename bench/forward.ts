@@ -1,10 +1,11 @@
 // bench:forward: forward and generation throughput on a GPT-2-small-shaped random model (12 layers,
 // 768 hidden, 12 heads, vocab 50257; forward at batch 4 x seq 256), float32 and bfloat16, next to
 // the eager-PyTorch anchor's forward figure from the same run.
-import { noGrad, tidy, randint, tensor, getNumThreads, torchVersion } from '../src/index.js';
+import { noGrad, tidy, randint, tensor } from '../src/index.js';
 import { createModel } from '../src/models/load.js';
 import { generate } from '../src/models/generate.js';
 import { runAnchor } from './anchor.js';
+import { benchHeader, nativeBf16 } from './header.js';
 
 const B = 4;
 const T = 256;
@@ -20,9 +21,10 @@ function seconds(f: () => void): number {
 }
 
 async function main(): Promise<void> {
-  console.log(`adapterkit bench:forward  libtorch ${torchVersion()}  threads ${getNumThreads()}  GPT-2 small shape, batch ${B} x seq ${T}`);
+  const info = benchHeader('bench:forward', `GPT-2 small shape, batch ${B} x seq ${T}`);
   const results: Record<string, { fwd: number; gen: number }> = {};
-  for (const dtype of ['float32', 'bfloat16'] as const) {
+  // bfloat16 only where the CPU has it natively: emulated, one forward takes minutes.
+  for (const dtype of nativeBf16(info) ? (['float32', 'bfloat16'] as const) : (['float32'] as const)) {
     const model = createModel(CONFIG, { dtype, seed: 0 });
     const ids = randint(0, 50257, [B, T], { seed: 1 });
     const run = () => noGrad(() => tidy(() => { model.forward({ inputIds: ids }).logits.sum().item(); }));
@@ -44,12 +46,13 @@ async function main(): Promise<void> {
     model.dispose();
   }
   const f32 = runAnchor('fp32', ['--steps', '2']);
-  const bf16 = runAnchor('bf16', ['--steps', '2']);
+  const bf16 = nativeBf16(info) ? runAnchor('bf16', ['--steps', '2']) : null;
   if (f32) console.log(`torch fp32      forward ${f32.fwdTokS.toFixed(1).padStart(8)} tok/s   (${f32.line})`);
   if (bf16) console.log(`torch bf16      forward ${bf16.fwdTokS.toFixed(1).padStart(8)} tok/s   (${bf16.line}; autocast)`);
   const r = (a: number, b: number | undefined) => (b ? (a / b).toFixed(2) : 'n/a');
-  console.log(`fwd_ratio_vs_torch_fp32=${r(results.float32!.fwd, f32?.fwdTokS)} fwd_ratio_vs_torch_bf16=${r(results.bfloat16!.fwd, bf16?.fwdTokS)} ` +
-    `fwd_tok_s_f32=${results.float32!.fwd.toFixed(1)} fwd_tok_s_bf16=${results.bfloat16!.fwd.toFixed(1)} gen_tok_s_bf16=${results.bfloat16!.gen.toFixed(1)}`);
+  const bf = results.bfloat16;
+  console.log(`fwd_ratio_vs_torch_fp32=${r(results.float32!.fwd, f32?.fwdTokS)} fwd_ratio_vs_torch_bf16=${bf ? r(bf.fwd, bf16?.fwdTokS) : 'n/a'} ` +
+    `fwd_tok_s_f32=${results.float32!.fwd.toFixed(1)} fwd_tok_s_bf16=${bf ? bf.fwd.toFixed(1) : 'n/a'} gen_tok_s_f32=${results.float32!.gen.toFixed(1)} gen_tok_s_bf16=${bf ? bf.gen.toFixed(1) : 'n/a'} cpu="${info.cpu.model}"`);
 }
 
 await main();

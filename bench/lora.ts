@@ -1,7 +1,8 @@
 // bench:lora: forward throughput on the GPT-2-small shape (12 layers, 768 hidden, vocab 50257) for
 // the base model, with one LoRA adapter (r=8 on c_attn, unmerged), and with a mixed batch where each
 // of 8 rows uses a different adapter (gathered low-rank products, one pass per layer).
-import { noGrad, tidy, randint, getNumThreads, torchVersion, type DType } from '../src/index.js';
+import { noGrad, tidy, randint, type DType } from '../src/index.js';
+import { benchHeader } from './header.js';
 import { createModel } from '../src/models/load.js';
 import { PeftModel } from '../src/adapters/index.js';
 
@@ -23,8 +24,9 @@ function bestSeconds(f: () => void, reps = 3): number {
   return best;
 }
 
-const dtype: DType = (process.argv[2] as DType | undefined) ?? 'bfloat16';
-console.log(`adapterkit bench:lora  libtorch ${torchVersion()}  threads ${getNumThreads()}  GPT-2 small shape, ${dtype}, batch ${B} x seq ${T}`);
+const info = benchHeader('bench:lora', `GPT-2 small shape, batch ${B} x seq ${T}`);
+const dtype: DType = (process.argv[2] as DType | undefined) ?? (info.auto.dtype as DType);
+console.log(`  dtype    ${dtype}`);
 const model = createModel(CONFIG, { dtype, seed: 0 });
 const ids = randint(0, 50257, [B, T], { seed: 1 });
 const run = (f: () => void) => bestSeconds(() => noGrad(() => tidy(f)));

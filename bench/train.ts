@@ -1,14 +1,17 @@
 // bench:train: LoRA training steps (forward, backward, AdamW on the adapters) on the GPT-2-small
-// shape (12 layers, 768 hidden, vocab 50257, seq 256, batch 4, r=8 on c_attn), bfloat16 base with
-// float32 adapters; tokens/s and peak RSS next to the eager-PyTorch anchor in fp32 and bf16 from the
-// same invocation. Last line: train_ratio_vs_torch_bf16=<ours/theirs> train_tok_s=<ours> torch_bf16_tok_s=<theirs>
+// shape (12 layers, 768 hidden, vocab 50257, seq 256, batch 4, r=8 on c_attn), base in the dtype
+// `auto` picks on this CPU with float32 adapters; tokens/s and peak RSS next to the eager-PyTorch
+// anchor from the same invocation: fp32 always, bf16 autocast where this CPU has native bf16 (else
+// it is emulated and skipped). Last line:
+//   train_ratio_vs_torch_bf16=<a|n/a> train_ratio_vs_torch_fp32=<b> train_ratio_vs_torch_best=<c> train_tok_s=… dtype=…
 import { readFileSync } from 'node:fs';
-import { tidy, randint, getNumThreads, torchVersion, manualSeed, type DType } from '../src/index.js';
+import { tidy, randint, manualSeed, autoDtype, type DType, type Device } from '../src/index.js';
 import { createModel } from '../src/models/load.js';
 import { PeftModel } from '../src/adapters/index.js';
 import { AdamW, paramGroups } from '../src/train/index.js';
 import { linearCrossEntropy } from '../src/index.js';
 import { runAnchor } from './anchor.js';
+import { benchHeader, nativeBf16 } from './header.js';
 
 const B = 4;
 const T = 256;
@@ -24,12 +27,12 @@ function peakRssMB(): number {
   return m ? Number(m[1]) / 1024 : process.memoryUsage().rss / 2 ** 20;
 }
 
-function ours(dtype: DType): number {
-  const model = createModel(CONFIG, { dtype, seed: 0 });
+function ours(dtype: DType, device: Device): number {
+  const model = createModel(CONFIG, { dtype, device, seed: 0 });
   const peft = PeftModel.create(model, { r: 8, loraAlpha: 16, targetModules: ['c_attn'] }, { seed: 0 });
   const named = model.namedParameters().filter(([, t]) => t.requiresGrad);
   const opt = new AdamW(paramGroups(named), { lr: 1e-4 });
-  const ids = randint(0, 50257, [B, T + 1], { seed: 1 });
+  const ids = randint(0, 50257, [B, T + 1], { seed: 1, device });
   const x = ids.narrow(1, 0, T).contiguous();
   const y = ids.narrow(1, 1, T).contiguous();
   model.train();
@@ -55,13 +58,21 @@ function ours(dtype: DType): number {
   return (B * T) / s;
 }
 
-console.log(`adapterkit bench:train  libtorch ${torchVersion()}  threads ${getNumThreads()}  GPT-2 small, batch ${B} x seq ${T}, LoRA r=8 on c_attn, ${STEPS} steps`);
-const oursBf16 = ours('bfloat16');
+const info = benchHeader('bench:train', `GPT-2 small, batch ${B} x seq ${T}, LoRA r=8 on c_attn, ${STEPS} steps`);
+// BENCH_DEVICE=cuda runs ours on the GPU (scripts/device-check.sh); the anchor is CPU-only then.
+const device = (process.env.BENCH_DEVICE ?? 'cpu') as Device;
+const dtype = autoDtype(device).dtype as DType;
+const tok = ours(dtype, device);
 const rss = peakRssMB();
-console.log(`ours  bf16 base + f32 LoRA   train ${oursBf16.toFixed(1).padStart(7)} tok/s   peak RSS ${rss.toFixed(0)} MB`);
-const f32 = runAnchor('fp32', ['--steps', String(STEPS)]);
-const bf16 = runAnchor('bf16', ['--steps', String(STEPS)]);
+console.log(`ours  ${dtype} base + f32 LoRA${device === 'cpu' ? '' : ` (${device})`}`.padEnd(29) + `train ${tok.toFixed(1).padStart(7)} tok/s   peak RSS ${rss.toFixed(0)} MB`);
+const onCpu = device === 'cpu';
+const f32 = onCpu ? runAnchor('fp32', ['--steps', String(STEPS)]) : null;
+const bf16 = onCpu && nativeBf16(info) ? runAnchor('bf16', ['--steps', String(STEPS)]) : null;
 if (f32) console.log(`torch fp32                   train ${f32.trainTokS.toFixed(1).padStart(7)} tok/s   (${f32.line})`);
 if (bf16) console.log(`torch bf16 (autocast)        train ${bf16.trainTokS.toFixed(1).padStart(7)} tok/s   (${bf16.line})`);
-const ratio = bf16 ? (oursBf16 / bf16.trainTokS).toFixed(2) : 'n/a';
-console.log(`train_ratio_vs_torch_bf16=${ratio} train_tok_s=${oursBf16.toFixed(1)} torch_bf16_tok_s=${bf16 ? bf16.trainTokS.toFixed(1) : 'n/a'}`);
+else if (onCpu) console.log('torch bf16 (autocast)        skipped: this CPU has no native bfloat16 (emulated, ~25x slower than fp32)');
+else console.log('torch anchor                 skipped: the anchor script runs on the CPU only');
+const ratio = (a: { trainTokS: number } | null) => (a ? (tok / a.trainTokS).toFixed(2) : 'n/a');
+const best = [f32, bf16].filter((a): a is NonNullable<typeof a> => a !== null).sort((a, b) => b.trainTokS - a.trainTokS)[0] ?? null;
+console.log(`train_ratio_vs_torch_bf16=${ratio(bf16)} train_ratio_vs_torch_fp32=${ratio(f32)} train_ratio_vs_torch_best=${ratio(best)} ` +
+  `train_tok_s=${tok.toFixed(1)} torch_bf16_tok_s=${bf16 ? bf16.trainTokS.toFixed(1) : 'n/a'} torch_fp32_tok_s=${f32 ? f32.trainTokS.toFixed(1) : 'n/a'} dtype=${dtype} device=${device} cpu="${info.cpu.model}"`);

