@@ -323,26 +323,23 @@ export class Trainer {
       if (found.note) this.log(found.note);
       const ck = loadCheckpoint(found.dir);
       try {
+        // Other examples under the same step count would silently continue a different run.
         if (ck.state.dataHash !== undefined && ck.state.dataHash !== this.dataHash()) {
           throw new Error(`cannot resume from ${ck.dir}: the training examples differ from those it was trained on (other data files, split, seed or tokenization; examples hash ${ck.state.dataHash.slice(0, 12)}…, now ${this.dataHash().slice(0, 12)}…); resume with the same data and settings, or start a new run`);
         }
-      } catch (e) {
-        for (const t of [...ck.trainable.values(), ...ck.optimizer.values()]) t.dispose();
-        throw e;
-      }
-      {
         this.restore(ck.trainable, ck.optimizer, ck.state);
-        step = ck.state.step;
-        micro = ck.state.microStep;
-        tokens = ck.state.tokensSeen;
-        best.metric = ck.state.bestMetric;
-        best.step = ck.state.bestStep;
-        best.bad = ck.state.evalsWithoutImprovement;
+      } finally {
         for (const t of [...ck.trainable.values(), ...ck.optimizer.values()]) t.dispose();
-        this.log(`resumed from ${ck.dir} at step ${step}`);
-        // Lines a killed run logged after this checkpoint would repeat: keep only those up to it.
-        if (metricsFile) truncateMetrics(metricsFile, step);
       }
+      step = ck.state.step;
+      micro = ck.state.microStep;
+      tokens = ck.state.tokensSeen;
+      best.metric = ck.state.bestMetric;
+      best.step = ck.state.bestStep;
+      best.bad = ck.state.evalsWithoutImprovement;
+      this.log(`resumed from ${ck.dir} at step ${step}`);
+      // Lines a killed run logged after this checkpoint would repeat: keep only those up to it.
+      if (metricsFile) truncateMetrics(metricsFile, step);
     }
     const trainCurve: CurvePoint[] = [];
     const evalCurve: CurvePoint[] = [];
