@@ -106,6 +106,7 @@ cpSync(model, fifoGenConfig, { recursive: true });
 fifo(join(fifoGenConfig, 'generation_config.json'));
 fifo(p('pipe.safetensors'));
 fifo(p('pipe.jsonl'));
+fifo(p('pipe.yaml'));
 
 const text = Array.from({ length: 48 }, (_, i) => JSON.stringify({ text: `the quick brown fox ${i} jumps over the lazy dog` })).join('\n') + '\n';
 writeFileSync(p('data.jsonl'), text);
@@ -141,6 +142,7 @@ const cases: Case[] = [
   { name: 'FIFO adapter_config.json', args: ['score', '--model', model, '--adapter', fifoAdapter, '--ids', '1,2'], status: 1, message: /adapter_config\.json is a named pipe \(FIFO\)/ },
   { name: 'FIFO generation_config.json', args: ['generate', '--model', fifoGenConfig, '--prompt', 'hi'], status: 1, message: /generation_config\.json is a named pipe \(FIFO\)/ },
   { name: 'FIFO inspect target', args: ['inspect', p('pipe.safetensors')], status: 1, message: /pipe\.safetensors is a named pipe \(FIFO\)/ },
+  { name: 'FIFO --config', args: ['train', '--config', p('pipe.yaml')], status: 2, message: /--config .*pipe\.yaml is a named pipe \(FIFO\), not a regular file; give a regular file$/m },
   { name: 'FIFO training data', args: train(p('run-fifo'), '--data', p('pipe.jsonl')), status: 1, message: /pipe\.jsonl is a named pipe \(FIFO\)/ },
   // 3. strict number parsing
   { name: '--ids 1,2,', args: ['score', '--model', model, '--ids', '1,2,'], status: 2, message: /--ids must be comma-separated token ids .*item 3 is empty/ },
@@ -297,6 +299,6 @@ test('13: Ctrl-C saves a checkpoint and exits 130', async () => {
 });
 
 test.after(() => {
-  for (const f of ['pipe.safetensors', 'pipe.jsonl']) try { unlinkSync(p(f)); } catch { /* gone */ }
+  for (const f of ['pipe.safetensors', 'pipe.jsonl', 'pipe.yaml']) try { unlinkSync(p(f)); } catch { /* gone */ }
   rmSync(work, { recursive: true, force: true });
 });

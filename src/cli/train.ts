@@ -1,5 +1,5 @@
 // adapterkit train: a training run from a JSON or YAML config file, with flags on top.
-import { readRegularFile } from '../io/files.js';
+import { NotRegularFileError, readRegularFile } from '../io/files.js';
 import { parse as parseYaml } from 'yaml';
 import { runTraining, type RunConfig } from '../train/run.js';
 import { checkRunKeys } from '../train/run-keys.js';
@@ -25,7 +25,7 @@ function readConfigFile(path: string): Partial<RunConfig> {
   try {
     text = readRegularFile(path, '--config', 'utf8');
   } catch (e) {
-    throw new UsageError(`cannot read --config ${path}: ${(e as Error).message}`);
+    throw new UsageError(e instanceof NotRegularFileError ? e.message : `cannot read --config ${path}: ${(e as Error).message}`);
   }
   try {
     const v = /\.ya?ml$/i.test(path) ? parseYaml(text) : JSON.parse(text);
