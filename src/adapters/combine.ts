@@ -6,7 +6,8 @@
 // already holds s_i), merging Σ w_i s_i² B_i A_i — we keep the weighted sum of the updates unless
 // `svdScaling: 'peft'` asks for PEFT's. As PEFT: one adapter always combines "linear"; ranks are
 // the configs' (r, or the largest rank_pattern value), so "cat" has rank Σ r_i; svdClamp clips U S
-// and Vh at that quantile of their entries.
+// and Vh at that quantile of their entries. The new adapter trains no biases and carries no
+// lora_bias, token rows or layer replication (only A and B are combined).
 import { tidy, keep, noGrad, cat, svd, type Tensor } from '../tensor/index.js';
 import type { PeftModel } from './peft-model.js';
 import { LoraLayer } from './lora/layer.js';
@@ -95,7 +96,7 @@ export function addWeightedAdapter(peft: PeftModel, adapters: string[], weights:
   const union = [...new Set(configs.flatMap((c) => (Array.isArray(c.targetModules) ? c.targetModules : [])))];
   const targets = configs.every((c) => Array.isArray(c.targetModules)) ? union : layers.map(([p]) => p);
   // alpha = r: the combined adapter has scaling 1, the weights and scalings live in A and B.
-  peft.addAdapter(newName, { ...configs[0], r: newRank, loraAlpha: newRank, useRslora: peftScaling ? configs[0]!.useRslora : false, rankPattern: {}, alphaPattern: {}, targetModules: targets, initLoraWeights: true, dylora: false, modulesToSave: null, extra: {} } as never);
+  peft.addAdapter(newName, { ...configs[0], r: newRank, loraAlpha: newRank, useRslora: peftScaling ? configs[0]!.useRslora : false, rankPattern: {}, alphaPattern: {}, targetModules: targets, initLoraWeights: true, dylora: false, modulesToSave: null, trainableTokenIndices: null, layerReplication: null, bias: 'none', loraBias: false, extra: {} } as never);
   noGrad(() => {
     for (const [path, layer] of peft.tunerLayers()) {
       if (!(layer instanceof LoraLayer) || !layer.hasAdapter(newName)) continue;
