@@ -436,9 +436,32 @@ def main():
         with open(os.path.join(d, "expected.json"), "w") as f:
             json.dump(exp, f, indent=1)
             f.write("\n")
-        rows.append((name, len(adapters), delta))
+        rows.append((name, base, len(adapters), delta, what))
         print(f"{name:<36} adapted {len(adapters):>2}  max|adapter - base| {delta:.3f}")
-    sensitivity()
+    sens = sensitivity()
+    write_readme(rows, sens)
+
+
+def write_readme(rows, sens):
+    lines = ["# PEFT conformance fixtures", "",
+             "Adapter folders written the way PEFT writes them today, for `test/peft-conformance.test.ts`.", "",
+             "Made by `scripts/make_peft_conformance.py` (see its header for how to run it).",
+             "", "Where the values come from:", "",
+             "- `adapter_config.json`: every field today's PEFT LoraConfig writes (save_pretrained: sorted keys,",
+             f"  runtime_config dropped), with `peft_version` `{PEFT_VERSION}`.",
+             "- `adapter_model.safetensors`: random (seeded) tensors under PEFT's saved key names.",
+             "- `expected.json`: `outputs` are computed by the script's own loader (`load_peft_dir`, PEFT's rules",
+             "  cited to its source) from the folder as written, over the base model's forward in",
+             "  `scripts/make_hf_fixtures.py`, merged and unmerged (agreeing to 1e-5); causal LMs give",
+             "  log p(ids[i+1] | ids[:i+1]) of row 0 of the base case's inputs, classifiers row 0's logits",
+             "  (flattened). `base_outputs`: the base model alone. `adapted_modules`: the LoRA layers.", "",
+             "| case | base | what it pins down | LoRA layers | max abs change vs base |", "|---|---|---|---|---|"]
+    for name, base, n, delta, what in rows:
+        lines.append(f"| `{name}` | `hf-ref/{base}` | {what} | {n} | {delta:.3f} |")
+    lines += ["", "Sensitivity (max abs output change when the loader gets one rule wrong):", ""]
+    lines += [f"- `{c}`: {w}: {v:.3g}" for c, w, v in sens]
+    with open(os.path.join(OUT, "README.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def sensitivity():
@@ -477,10 +500,13 @@ def sensitivity():
         ("bert-tokcls-all-linear-eva", "classifier from the base", base_head),
         ("bert-tokcls-all-linear-eva", "saved biases ignored", base_biases),
     ]
+    out = []
     for name, what, edit in checks:
         v = moved(name, edit)
         print(f"  sensitivity {name:<36} {what:<28} {v:.3f}")
         assert v > 1e-2, (name, what, v)
+        out.append((name, what, v))
+    return out
 
 
 if __name__ == "__main__":
