@@ -163,6 +163,7 @@ const cases: Case[] = [
   } },
   { name: 'NaN base weights refused', args: ['score', '--model', nanModel, '--ids', '1,2,3'], status: 1, message: /mlp\.down_proj\.weight holds \d+ NaN .*pass --allow-nonfinite/ },
   { name: 'NaN base weights with --allow-nonfinite', args: ['score', '--model', nanModel, '--ids', '1,2,3', '--allow-nonfinite'], status: 0, message: /nll/ },
+  { name: 'train from NaN base weights refused', args: train(p('run-nanbase'), '--model', nanModel), status: 1, message: /nan-model: weight .*mlp\.down_proj\.weight holds \d+ NaN .*Use another checkpoint$/m, after: () => assert.ok(!existsSync(p('run-nanbase', 'final'))) },
   { name: 'NaN adapter refused', args: ['generate', '--model', model, '--adapter', nanAdapter, '--prompt', 'hi'], status: 1, message: /lora_B.* holds \d+ NaN/ },
   { name: 'rope_theta -1', args: ['score', '--model', badTheta, '--ids', '1,2'], status: 1, message: /"rope_theta" must be a number > 0, got -1/ },
   { name: 'rms_norm_eps < 0', args: ['score', '--model', badEps, '--ids', '1,2'], status: 1, message: /"rms_norm_eps" must be a number >= 0/ },

@@ -21,12 +21,12 @@ export function firstNonFinite(named: Iterable<readonly [string, Tensor]>): { na
 
 /**
  * Throws when a parameter of `model` is not finite. `source` names where the weights came from,
- * `override` the flag that loads them anyway.
+ * `override` the flag that loads them anyway (null: there is none).
  */
-export function assertFiniteParameters(named: Iterable<readonly [string, Tensor]>, source: string, override: string): void {
+export function assertFiniteParameters(named: Iterable<readonly [string, Tensor]>, source: string, override: string | null): void {
   const bad = firstNonFinite(named);
   if (bad) {
     throw new Error(`${source}: weight ${bad.name} holds ${bad.what}; every output would be NaN (a diverged or damaged checkpoint). ` +
-      `Use another checkpoint, or pass ${override} to load it anyway`);
+      `Use another checkpoint${override ? `, or pass ${override} to load it anyway` : ''}`);
   }
 }

@@ -14,6 +14,7 @@ import type { Task } from '../models/types.js';
 import { Trainer, type TrainerConfig, type TrainResult } from './trainer.js';
 import { checkRunKeys } from './run-keys.js';
 import { checkLoraFits } from '../models/size.js';
+import { assertFiniteParameters } from '../models/finite.js';
 import { readConfig } from '../models/config.js';
 import { prepareRunOutput, reportSkipped } from './run-output.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -111,6 +112,12 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
   }
   const numLabels = label2id ? Object.keys(label2id).length : undefined;
   const model = loadModel(c.model, { dtype: c.dtype, device: c.device, task: MODEL_TASK[c.task], numLabels, log });
+  try {
+    assertFiniteParameters(model.namedParameters(), c.model, null);  // training from NaN weights only ever gives NaN
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
   log(`dtype ${model.dtype}${c.dtype === 'auto' ? ` (auto: ${autoDtype(c.device ?? 'cpu').reason})` : ''}, device ${c.device ?? 'cpu'}`);
   if (label2id) {
     model.config.label2id = label2id;
