@@ -41,11 +41,22 @@ function dims(raw: RawConfig): Dims {
   return { hidden, layers: l?.value ?? 0, vocab: v?.value ?? 0, inner: i?.value ?? 4 * hidden, positions: p?.value ?? 0, named };
 }
 
-/** An upper estimate of a model's parameter count from its config.json fields. */
+/**
+ * A model's parameter count from its config.json fields, within a few percent for the supported
+ * families (it decides refusals, so it must not overstate a model that would fit).
+ */
 export function estimateParameters(raw: RawConfig): number {
   const d = dims(raw);
-  const perLayer = 4 * d.hidden * d.hidden + 3 * d.hidden * d.inner + 6 * d.hidden;  // attention, MLP, norms
-  return 2 * d.vocab * d.hidden + d.positions * d.hidden + d.layers * perLayer;  // embeddings + (untied) head
+  const heads = count(raw, 'num_attention_heads', 'n_head')?.value || 1;
+  const kvHeads = count(raw, 'num_key_value_heads')?.value || heads;
+  const headDim = count(raw, 'head_dim')?.value || d.hidden / heads;
+  const gated = !['gpt2', 'bert', 'roberta', 'xlm-roberta'].includes(String(raw.model_type));  // gate + up + down
+  const attention = 2 * d.hidden * heads * headDim + 2 * d.hidden * kvHeads * headDim;  // q, o; k, v
+  const mlp = (gated ? 3 : 2) * d.hidden * d.inner;
+  const perLayer = attention + mlp + 6 * d.hidden;  // + norms and biases
+  const tied = raw.tie_word_embeddings === true || (raw.tie_word_embeddings === undefined && !gated);
+  const positions = gated ? 0 : d.positions * d.hidden;  // RoPE models have no position table
+  return (tied ? 1 : 2) * d.vocab * d.hidden + positions + d.layers * perLayer;
 }
 
 function human(bytes: number): string {
