@@ -25,11 +25,15 @@ test('--help lists the commands', () => {
   assert.match(r.stdout, /info/);
 });
 
-test('info reports the engine', () => {
+test('info reports the engine: CPU and features, BLAS, threads, and the dtype auto picks with its reason', () => {
   const r = cli('info');
   assert.equal(r.status, 0);
-  assert.match(r.stdout, /libtorch \d+\.\d+/);
-  assert.match(r.stdout, /threads \d+/);
+  assert.match(r.stdout, /libtorch +\d+\.\d+/);
+  assert.match(r.stdout, /cpu +\S.*\(x64|arm64/);
+  assert.match(r.stdout, /features /);
+  assert.match(r.stdout, /blas +\S/);
+  assert.match(r.stdout, /threads +\d+/);
+  assert.match(r.stdout, /dtype auto (float32|bfloat16): \S/);
 });
 
 test('an unknown command is an error with the help', () => {

@@ -44,7 +44,7 @@ for (const c of CASES) {
   test(`${c.name}: forward matches the independent reference`, () => noGrad(() => tidy(() => {
     const dir = join(FIX, c.name);
     const exp = readSafetensors(join(dir, 'expected.safetensors'));
-    const model = loadModel(dir, { task: c.task });
+    const model = loadModel(dir, { dtype: 'float32', task: c.task });
     const ids = exp.get('input_ids')!;
     const mask = exp.get('attention_mask')!;
     const out = model.forward({
@@ -85,7 +85,7 @@ for (const name of ['gpt2', 'llama']) {
   test(`${name}: greedy generation matches the reference, with and without the KV cache`, async () => {
     const dir = join(FIX, name);
     const exp = readSafetensors(join(dir, 'expected.safetensors'));
-    const model = loadModel(dir);
+    const model = loadModel(dir, { dtype: 'float32' });
     const want = Array.from(exp.get('greedy_ids')!.data() as BigInt64Array, Number);
     const prompt = want.slice(0, 7);
     const x = tensor([prompt], { dtype: 'int64' });
