@@ -78,6 +78,9 @@ export function addWeightedAdapter(peft: PeftModel, adapters: string[], weights:
   if (['ties', 'ties_svd', 'dare_linear', 'dare_ties', 'dare_linear_svd', 'dare_ties_svd', 'magnitude_prune', 'magnitude_prune_svd'].includes(combination)) {
     if (o.density === undefined || !(o.density > 0 && o.density <= 1)) throw new Error(`${combination} needs a density in (0, 1]`);
   }
+  // An embedding LoRA would be left out of the combination: refuse rather than drop part of an adapter.
+  const emb = peft.tunerLayers().find(([, l]) => !(l instanceof LoraLayer) && adapters.some((a) => l.hasAdapter(a)));
+  if (emb) throw new Error(`${emb[0]} holds a LoRA of another layer type (an embedding): weighted combination supports linear-layer LoRA only`);
   const layers = peft.tunerLayers().filter((e): e is [string, LoraLayer] => e[1] instanceof LoraLayer && adapters.some((a) => e[1].hasAdapter(a)));
   // PEFT takes each adapter's rank from its config: r, or the largest rank_pattern value.
   const configRanks = configs.map((c) => Math.max(c.r, ...Object.values(c.rankPattern)));

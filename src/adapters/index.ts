@@ -4,5 +4,5 @@ export { savePeftAdapters, loadPeftAdapter, readAdapterConfig, adapterDir, type 
 export { addWeightedAdapter, type Combination, type CombineOptions } from './combine.js';
 export { registerAdapter, adapterMethod, adapterMethods } from './registry.js';
 export { DEFAULT_LORA_TARGETS } from './targets.js';
-export { LoraLayer, type LoraConfig, type LoraOptions, type LoraInit, DEFAULT_LORA, PEFT_LORA_FIELDS } from './lora/index.js';
+export { LoraLayer, LoraEmbedding, type LoraConfig, type LoraOptions, type LoraInit, DEFAULT_LORA, PEFT_LORA_FIELDS } from './lora/index.js';
 export type { AdapterConfigBase, AdapterContext, AdapterMethod, AdapterOptions, TunerLayer } from './types.js';
