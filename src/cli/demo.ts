@@ -13,19 +13,29 @@ import { PeftModel } from '../adapters/index.js';
 import { loadSentimentFixtures, fromObjects, buildSequenceClassification, trainValSplit, collateOptions, toTensors, collate, type ClassExample } from '../data/index.js';
 import { Trainer, majorityAccuracy } from '../train/index.js';
 import { tidy, noGrad } from '../tensor/index.js';
-import { parseFlags, numberFlag } from './common.js';
+import { parseFlags, numberFlag, dtypeFlag } from './common.js';
+import { autoDtype, engineInfo } from '../tensor/index.js';
+import { isLinearLayer, Embedding } from '../nn/layers.js';
+import type { Module } from '../nn/module.js';
 
-export const DEMO_USAGE = `usage: adapterkit demo [--model DIR] [--epochs N] [--lr X] [--r N] [--seed N] [--output DIR]
-  LoRA-tunes the embedded default model (or --model) on review sentiment (LoRA on every linear layer,
-  the classification head and token embeddings trained in full), before/after on held-out data.`;
+export const DEMO_USAGE = `usage: adapterkit demo [--model DIR] [--epochs N] [--lr X] [--r N] [--seed N] [--output DIR] [--dtype auto|float32|bfloat16] [--profile]
+  LoRA-tunes the embedded default model (or --model) on review sentiment: LoRA on every linear layer
+  and a new classification head, under 5% of the parameters; accuracy before and after on held-out data.
+  --dtype auto (default) picks bfloat16 only where the CPU computes it natively, else float32.`;
 
 export async function demoCommand(args: string[]): Promise<number> {
-  const f = parseFlags(args, { model: { type: 'string' }, epochs: { type: 'string' }, lr: { type: 'string' }, r: { type: 'string' }, seed: { type: 'string' }, output: { type: 'string' } }, DEMO_USAGE);
+  const f = parseFlags(args, {
+    model: { type: 'string' }, epochs: { type: 'string' }, lr: { type: 'string' }, r: { type: 'string' }, seed: { type: 'string' }, output: { type: 'string' },
+    dtype: { type: 'string' }, profile: { type: 'boolean' },
+  }, DEMO_USAGE);
+  const dtype = dtypeFlag(f.str('dtype'));
   const dir = f.str('model') ?? defaultModelDir();
   const seed = numberFlag(f.str('seed'), 'seed', { int: true, min: 0 }) ?? 0;
   const out = f.str('output') ?? mkdtempSync(join(tmpdir(), 'adapterkit-demo-'));
   const t0 = Date.now();
+  const e = engineInfo();
   console.log(`adapterkit demo: LoRA fine-tuning for review sentiment\n  base model: ${dir}`);
+  console.log(`  cpu: ${e.cpu.model}, ${e.threads} threads; ${dtype === 'auto' ? `dtype auto -> ${autoDtype().dtype} (${autoDtype().reason})` : `dtype ${dtype}`}`);
 
   const tok = HFTokenizer.fromDir(dir);
   const data = loadSentimentFixtures();
@@ -35,24 +45,39 @@ export async function demoCommand(args: string[]): Promise<number> {
   const names = ['negative', 'positive'];
   console.log(`  split: ${train.length} to train, ${test.length} held out`);
 
-  const model = loadModel(dir, { dtype: 'bfloat16', task: 'sequence-classification', numLabels: 2, seed });
+  const model = loadModel(dir, { dtype, task: 'sequence-classification', numLabels: 2, seed });
   model.config.id2label = { 0: names[0], 1: names[1] };
-  const peft = PeftModel.create(model, { r: numberFlag(f.str('r'), 'r', { int: true, min: 1 }) ?? 8, loraAlpha: 16, loraDropout: 0.05, targetModules: 'all-linear', modulesToSave: ['score', 'embed_tokens'], taskType: 'SEQ_CLS' }, { seed });
+  // LoRA on every linear layer (rank r) and on the input embedding (rank 2r): the embedding LoRA lets
+  // each token move in a learned low-rank direction, which carries most of what sentiment needs, at a
+  // fraction of the parameters of training the embedding table. No LoRA dropout: on a model this small
+  // the copies of every layer input it costs are a large share of the step, and it did not help here.
+  const r = numberFlag(f.str('r'), 'r', { int: true, min: 1 }) ?? 4;
+  const { targets, embedding } = demoTargets(model);
+  const peft = PeftModel.create(model, {
+    r, loraAlpha: 2 * r, loraDropout: 0, targetModules: targets, rankPattern: embedding ? { [embedding]: 2 * r } : {},
+    modulesToSave: ['score'], taskType: 'SEQ_CLS',
+  }, { seed });
   peft.printTrainableParameters((s) => console.log(`  ${s}`));
   const collateOpts = collateOptions(tok);
   const trainer = new Trainer({
     model, peft, train, eval: test, collate: collateOpts,
     config: {
-      task: 'sequence-classification', lr: numberFlag(f.str('lr'), 'lr', { min: 0 }) ?? 2e-3, epochs: numberFlag(f.str('epochs'), 'epochs', { min: 0 }) ?? 2,
-      batchSize: 16, schedule: 'linear', warmupRatio: 0.06, weightDecay: 0.01, evalEvery: 60, seed, outputDir: out, bucketBatches: 20, logEvery: 20,
+      task: 'sequence-classification', lr: numberFlag(f.str('lr'), 'lr', { min: 0 }) ?? 3e-3, epochs: numberFlag(f.str('epochs'), 'epochs', { min: 0 }) ?? 2,
+      batchSize: 16, schedule: 'linear', warmupRatio: 0.06, weightDecay: 0.01, evalEvery: 100, seed, outputDir: out, bucketBatches: 20, logEvery: 20,
+      profile: f.bool('profile'),
     },
     log: (s) => console.log(`  ${s}`),
   });
+  const tEval = Date.now();
   const before = trainer.evaluate();
-  console.log(`  before tuning: held-out accuracy ${(100 * before.accuracy!).toFixed(1)}% (the new classification head is untrained)`);
+  console.log(`  before tuning: held-out accuracy ${(100 * before.accuracy!).toFixed(1)}% (the new classification head is untrained; ${test.length} sentences evaluated in ${((Date.now() - tEval) / 1000).toFixed(1)} s)`);
+  const tTrain = Date.now();
   const result = await trainer.train();
-  // The best checkpoint by held-out accuracy is what the run keeps; report the final weights' score too.
-  const after = trainer.evaluate();
+  const trainSeconds = (Date.now() - tTrain) / 1000;
+  // The best checkpoint by held-out accuracy is what the run keeps; report the final weights' score
+  // (the last evaluation ran on them when it fell on the last step).
+  const last = result.evals[result.evals.length - 1];
+  const after = last && last.step === result.steps ? last.result : trainer.evaluate();
   const majority = majorityAccuracy(test.map((e) => (e as ClassExample).label));
 
   // A few held-out sentences, with the tuned model's prediction and confidence.
@@ -70,9 +95,25 @@ export async function demoCommand(args: string[]): Promise<number> {
       console.log(`   ${mark} ${names[k]!.padEnd(8)} ${(100 * p[k]!).toFixed(0).padStart(3)}%  "${text}"`);
     });
   }));
-  console.log(`\n  trained ${result.steps} steps in ${((Date.now() - t0) / 1000).toFixed(0)} s (${result.tokensPerSecond.toFixed(0)} tok/s); adapter, metrics.jsonl and curve.html in ${out}`);
+  console.log(`\n  trained ${result.steps} steps in ${trainSeconds.toFixed(0)} s (${result.tokensPerSecond.toFixed(0)} tok/s, ${result.evals.length} evaluations included); whole demo ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  console.log(`  adapter, metrics.jsonl and curve.html in ${out}`);
   trainer.dispose();
   peft.dispose();
   console.log(`demo: before=${before.accuracy!.toFixed(3)} after=${after.accuracy!.toFixed(3)} majority=${majority.toFixed(3)}`);
   return 0;
+}
+
+/**
+ * The demo's LoRA targets for any supported model: the names of its linear layers (the classification
+ * head excepted, it trains in full) and its input embedding (embed_tokens, wte or word_embeddings).
+ */
+function demoTargets(model: Module): { targets: string[]; embedding: string | null } {
+  const linear = new Set<string>();
+  let embedding: string | null = null;
+  for (const [path, m] of model.namedModules()) {
+    const leaf = path.split('.').pop() ?? '';
+    if (isLinearLayer(m) && !['score', 'classifier', 'lm_head'].includes(leaf)) linear.add(leaf);
+    if (m instanceof Embedding && ['embed_tokens', 'wte', 'word_embeddings'].includes(leaf)) embedding = leaf;
+  }
+  return { targets: [...linear, ...(embedding ? [embedding] : [])], embedding };
 }

@@ -39,5 +39,16 @@ export const BLAS_CORETYPE_FORCED: string | null = (() => {
   return core;
 })();
 
+// libtorch's intra-op pool (OpenMP) spin-waits between parallel regions by default, and on a machine
+// with few cores those spinning threads take the cores from OpenBLAS's own threads and from the main
+// thread: with passive waiting the demo's training steps ran 2.2x faster in float32 and 1.3x in bf16
+// (2-core Xeon, measured; an AVX2 EPYC showed the same fight). Read once, when OpenMP loads, so it is
+// set here, unless the user set it. It changes how our pool waits, nothing else in the process.
+export const OMP_WAIT_POLICY_SET: boolean = (() => {
+  if (process.env.OMP_WAIT_POLICY) return false;
+  process.env.OMP_WAIT_POLICY = 'PASSIVE';
+  return true;
+})();
+
 const require = createRequire(import.meta.url);
 export const N: NativeAddon = require(findAddon()) as NativeAddon;
