@@ -3,7 +3,7 @@
 // and clear errors for bad configs and bad rows.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -80,6 +80,35 @@ test('the demo runs on the embedded model and ends with its summary line', () =>
   const last = r.stdout.trim().split('\n').pop()!;
   assert.match(last, /^demo: before=0\.\d{3} after=0\.\d{3} majority=0\.\d{3}$/);
   assert.ok(existsSync(join(work, 'demo', 'final', 'adapter_model.safetensors')));
+  assert.match(r.stdout, /trainable%: [0-4]\.\d+/, 'the demo trains under 5% of the parameters');
+  assert.match(r.stdout, /dtype auto -> (float32|bfloat16) \(/, 'the demo says which dtype auto picked and why');
+  // Run again into the same (now non-empty) folder: refused, nothing in it changes.
+  const before = readFileSync(join(work, 'demo', 'final', 'adapter_model.safetensors'));
+  const again = cli('demo', '--epochs', '0.2', '--output', join(work, 'demo'));
+  assert.equal(again.status, 2);
+  assert.match(again.stderr, /is not empty; choose a new folder/);
+  assert.deepEqual(readFileSync(join(work, 'demo', 'final', 'adapter_model.safetensors')), before);
+});
+
+test('Ctrl-C during the demo saves a checkpoint and exits 130', async () => {
+  const out = join(work, 'demo-sigint');
+  const child = spawn(process.execPath, [join(root, 'bin/adapterkit.js'), 'demo', '--output', out], { env: { ...process.env, CI: '1' } });
+  let text = '';
+  let sent = false;
+  const code = await new Promise<number | null>((resolve) => {
+    const look = (d: Buffer) => {
+      text += d.toString();
+      // Once training has started (the first progress line), interrupt it.
+      if (!sent && /train .*\d+\/\d+/.test(text)) { sent = true; child.kill('SIGINT'); }
+    };
+    child.stdout.on('data', look);
+    child.stderr.on('data', look);
+    child.on('exit', (c) => resolve(c));
+  });
+  assert.ok(sent, text.slice(-500));
+  assert.equal(code, 130, text.slice(-500));
+  assert.match(text, /stopped by SIGINT after \d+ steps/);
+  assert.ok(existsSync(join(out, 'checkpoints')));
 });
 
 test('a YAML lora: section with a misspelt key is refused with the right name; PEFT spellings work', () => {

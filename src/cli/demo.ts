@@ -3,7 +3,7 @@
 // sentences (the IMDB, Yelp and Amazon sets shipped in the `sentiment` npm package), evaluates on
 // held-out sentences before and after, shows examples, and ends with
 //   demo: before=<accuracy> after=<accuracy> majority=<accuracy>
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel } from '../models/load.js';
@@ -13,7 +13,7 @@ import { PeftModel } from '../adapters/index.js';
 import { loadSentimentFixtures, fromObjects, buildSequenceClassification, trainValSplit, collateOptions, toTensors, collate, type ClassExample } from '../data/index.js';
 import { Trainer, majorityAccuracy } from '../train/index.js';
 import { tidy, noGrad } from '../tensor/index.js';
-import { parseFlags, numberFlag, dtypeFlag } from './common.js';
+import { parseFlags, numberFlag, dtypeFlag, UsageError } from './common.js';
 import { autoDtype, engineInfo } from '../tensor/index.js';
 import { isLinearLayer, Embedding } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
@@ -31,7 +31,12 @@ export async function demoCommand(args: string[]): Promise<number> {
   const dtype = dtypeFlag(f.str('dtype'));
   const dir = f.str('model') ?? defaultModelDir();
   const seed = numberFlag(f.str('seed'), 'seed', { int: true, min: 0 }) ?? 0;
-  const out = f.str('output') ?? mkdtempSync(join(tmpdir(), 'adapterkit-demo-'));
+  const given = f.str('output');
+  // Never write over what a user has: --output must be new or empty (the default is a fresh temp folder).
+  if (given !== undefined && existsSync(given) && readdirSync(given).length > 0) {
+    throw new UsageError(`--output ${given} is not empty; choose a new folder (the demo never overwrites one)`);
+  }
+  const out = given ?? mkdtempSync(join(tmpdir(), 'adapterkit-demo-'));
   const t0 = Date.now();
   const e = engineInfo();
   console.log(`adapterkit demo: LoRA fine-tuning for review sentiment\n  base model: ${dir}`);
@@ -73,6 +78,13 @@ export async function demoCommand(args: string[]): Promise<number> {
   console.log(`  before tuning: held-out accuracy ${(100 * before.accuracy!).toFixed(1)}% (the new classification head is untrained; ${test.length} sentences evaluated in ${((Date.now() - tEval) / 1000).toFixed(1)} s)`);
   const tTrain = Date.now();
   const result = await trainer.train();
+  if (result.stopped === 'signal') {
+    // Ctrl-C: the trainer saved a checkpoint; exit as the shell expects (130, or 143 for SIGTERM).
+    console.log(`  stopped by ${result.signal} after ${result.steps} steps; checkpoint in ${out}`);
+    trainer.dispose();
+    peft.dispose();
+    return result.signal === 'SIGTERM' ? 143 : 130;
+  }
   const trainSeconds = (Date.now() - tTrain) / 1000;
   // The best checkpoint by held-out accuracy is what the run keeps; report the final weights' score
   // (the last evaluation ran on them when it fell on the last step).
