@@ -2,7 +2,7 @@
 // keys (`base_model.model.<module path>.lora_A.weight`, no adapter name in keys; non-default
 // adapters in a subfolder named after them). Writes are atomic.
 import { existsSync, mkdirSync } from 'node:fs';
-import { readRegularFile } from '../io/files.js';
+import { readJsonObjectFile } from '../io/files.js';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
@@ -137,15 +137,7 @@ function loadBias(peft: PeftModel, key: string, t: Tensor): boolean {
 export function readAdapterConfig(dir: string, warn: (m: string) => void): AdapterConfigBase {
   const file = join(dir, 'adapter_config.json');
   if (!existsSync(file)) throw new Error(`no adapter_config.json in ${dir}`);
-  const text = readRegularFile(file, 'adapter config', 'utf8');  // refuses a FIFO or device instead of blocking
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${file} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`${file} must hold a JSON object`);
-  const r = raw as Record<string, unknown>;
+  const r = readJsonObjectFile(file, 'adapter config');  // refuses a FIFO or device instead of blocking
   return adapterMethod(r.peft_type).fromJson(r, warn);
 }
 

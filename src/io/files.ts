@@ -51,3 +51,24 @@ export function readRegularFile(path: string, what?: string, encoding?: 'utf8'):
     closeSync(fd);
   }
 }
+
+/**
+ * A user-named JSON file that must hold an object (config.json, adapter_config.json,
+ * generation_config.json): read through the regular-file check, parse errors and non-objects named
+ * with the path. `makeError` chooses the error class (ConfigError for model configs).
+ */
+export function readJsonObjectFile(path: string, what: string, makeError: (msg: string) => Error = (m) => new Error(m)): Record<string, unknown> {
+  return parseJsonObject(readRegularFile(path, what, 'utf8'), path, makeError);
+}
+
+/** JSON text that must be an object; errors name `path`. */
+export function parseJsonObject(text: string, path: string, makeError: (msg: string) => Error = (m) => new Error(m)): Record<string, unknown> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw makeError(`${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw makeError(`${path} must hold a JSON object`);
+  return raw as Record<string, unknown>;
+}

@@ -1,5 +1,5 @@
 // Reading config.json fields with the checks that keep a bad value from becoming silent wrong math.
-import { readRegularFile } from '../io/files.js';
+import { readRegularFile, parseJsonObject } from '../io/files.js';
 import type { RawConfig } from './types.js';
 
 export class ConfigError extends Error {
@@ -13,14 +13,7 @@ export function readConfig(path: string): RawConfig {
   } catch (e) {
     throw new ConfigError(`cannot read ${path}: ${(e as Error).message}`);
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new ConfigError(`${path} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${path} must hold a JSON object`);
-  return raw as RawConfig;
+  return parseJsonObject(text, path, (m) => new ConfigError(m)) as RawConfig;
 }
 
 /** Typed field access with defaults; each problem names the model type and the field. */

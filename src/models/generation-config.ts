@@ -3,7 +3,7 @@
 // nowhere else, and instruct models set sampling defaults (do_sample, temperature, top_p) and a
 // max_length. Options given explicitly always win over the file, as in HF's generate(**kwargs).
 import { existsSync } from 'node:fs';
-import { readRegularFile } from '../io/files.js';
+import { readJsonObjectFile } from '../io/files.js';
 import { join } from 'node:path';
 import type { GenerateOptions } from './generate.js';
 
@@ -26,15 +26,7 @@ export interface GenerationConfigFile {
 export function readGenerationConfig(dir: string): GenerationConfigFile | null {
   const file = join(dir, 'generation_config.json');
   if (!existsSync(file)) return null;
-  const text = readRegularFile(file, 'generation config', 'utf8');  // a FIFO would block readFileSync forever
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${file} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`${file} must hold a JSON object`);
-  const r = raw as Record<string, unknown>;
+  const r = readJsonObjectFile(file, 'generation config');  // a FIFO would block readFileSync forever
   const bad = (k: string, want: string): never => { throw new Error(`generation_config.json: ${k} must be ${want}, got ${JSON.stringify(r[k])}`); };
   const int = (k: string, min = 0): number | null => {
     const v = r[k];
