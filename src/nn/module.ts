@@ -158,8 +158,18 @@ export class Module {
 
   /** The device of the first parameter ('cpu' for a module without parameters). */
   get device(): Device {
-    for (const [, t] of this.namedParameters()) return t.device;
-    return 'cpu';
+    return this.firstParameter()?.device ?? 'cpu';
+  }
+
+  // Depth-first, stopping at the first parameter: `device` is read on every mixed-batch forward, so
+  // it must not build the whole named-parameter list.
+  private firstParameter(): Tensor | null {
+    for (const t of this._params.values()) return t;
+    for (const m of this._modules.values()) {
+      const t = m.firstParameter();
+      if (t) return t;
+    }
+    return null;
   }
 
   // Replaces each parameter (and buffer, with `buffers`) that `need` selects by `make(old)`; a tensor
