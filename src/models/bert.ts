@@ -8,7 +8,8 @@ import { Embedding, Linear, LayerNorm, Dropout } from '../nn/layers.js';
 import { activation, type Activation } from '../nn/activations.js';
 import { attentionAllowed, scaledDotProductAttention, positionRange } from '../nn/attention.js';
 import { initWeights } from '../nn/init.js';
-import { zeros, empty, noGrad, type Tensor, type DType } from '../tensor/index.js';
+import { zeros, ones, cat, empty, noGrad, type Tensor, type DType } from '../tensor/index.js';
+import { planVirtual, withPrefix, residualSite, type ModelHooks, type PrefixHook, type Site } from './hooks.js';
 import { Fields, ConfigError, numLabelsOf } from './config.js';
 import type { ModelInput, ModelOutput, PretrainedModel, RawConfig, Task, ModelBuildOptions } from './types.js';
 import { runSegments, type Segments, type ModelSegments } from './segments.js';
@@ -77,20 +78,32 @@ export class BertEmbeddings extends Module {
     this.LayerNorm = this.module('LayerNorm', new LayerNorm(cfg.hidden, cfg.eps, { dtype }));
     this.dropout = this.module('dropout', new Dropout(cfg.hiddenDropout));
   }
-  forward(ids: Tensor, tokenTypeIds: Tensor | null, positionIds: Tensor | null): Tensor {
-    const t = ids.shape[1]!;
+  /**
+   * `prompt` (B, P, C): virtual-token embeddings before the words (prompt tuning; their token type is
+   * 0 and they take the first positions, as HF with inputs_embeds). `past`: prefix-tuning positions
+   * before the first token (HF's past_key_values_length).
+   */
+  forward(ids: Tensor, tokenTypeIds: Tensor | null, positionIds: Tensor | null, prompt: Tensor | null = null, past = 0): Tensor {
+    const [b, t] = ids.shape as [number, number];
+    const n = prompt ? prompt.shape[1]! : 0;
     let pos = positionIds;
     if (!pos) {
-      if (this.cfg.family === 'bert') pos = positionRange(t, 0, ids.device);  // (1, T)
+      if (this.cfg.family === 'bert') pos = positionRange(n + t, past, ids.device);  // (1, P + T)
       else {
         // RoBERTa: padding_idx + cumulative count of non-pad tokens; pads sit at padding_idx.
         const real = ids.ne(this.cfg.padTokenId).to('int64');
-        pos = real.cumsum(1).mul(real).add(this.cfg.padTokenId);  // (B, T)
+        const realAll = n ? cat([ones([b, n], { dtype: 'int64', device: ids.device }), real], 1) : real;
+        pos = realAll.cumsum(1).add(past).mul(realAll).add(this.cfg.padTokenId);  // (B, P + T)
       }
     }
-    const types = tokenTypeIds ?? zeros(ids.shape, { dtype: 'int64', device: ids.device });
-    const x = this.word_embeddings.forward(ids).add(this.token_type_embeddings.forward(types)).add(this.position_embeddings.forward(pos));
-    return this.dropout.forward(this.LayerNorm.forward(x));  // (B, T, C)
+    let types = tokenTypeIds ?? zeros(ids.shape, { dtype: 'int64', device: ids.device });
+    let words = this.word_embeddings.forward(ids);  // (B, T, C)
+    if (prompt) {
+      words = cat([prompt.to(words.dtype), words], 1);  // (B, P + T, C)
+      types = cat([zeros([b, n], { dtype: 'int64', device: ids.device }), types], 1);
+    }
+    const x = words.add(this.token_type_embeddings.forward(types)).add(this.position_embeddings.forward(pos));
+    return this.dropout.forward(this.LayerNorm.forward(x));  // (B, P + T, C)
   }
 }
 
@@ -99,21 +112,20 @@ class BertSelfAttention extends Module {
   key: Linear;
   value: Linear;
   readonly dropout: Dropout;
-  constructor(readonly cfg: BertConfig, dtype: DType) {
+  constructor(readonly cfg: BertConfig, readonly layerIdx: number, dtype: DType) {
     super();
     this.query = this.module('query', new Linear(cfg.hidden, cfg.hidden, { dtype }));
     this.key = this.module('key', new Linear(cfg.hidden, cfg.hidden, { dtype }));
     this.value = this.module('value', new Linear(cfg.hidden, cfg.hidden, { dtype }));
     this.dropout = this.module('dropout', new Dropout(cfg.attnDropout));
   }
-  forward(x: Tensor, allowed: Tensor): Tensor {
+  forward(x: Tensor, allowed: Tensor, prefix: PrefixHook | null): Tensor {
     const [b, t, c] = x.shape as [number, number, number];
     const h = this.cfg.heads;
     const d = c / h;
     const heads = (y: Tensor) => y.view(b, t, h, d).transpose(1, 2);  // (B, H, T, D)
     const q = heads(this.query.forward(x));
-    const k = heads(this.key.forward(x));
-    const v = heads(this.value.forward(x));
+    const { k, v } = withPrefix(prefix, this.layerIdx, heads(this.key.forward(x)), heads(this.value.forward(x)));  // (B, H, P + T, D)
     let y: Tensor;
     if (this.training && this.cfg.attnDropout > 0) {
       const scores = q.matmul(k.transpose(-2, -1)).mul(1 / Math.sqrt(d)).maskedFill(allowed.logicalNot(), -3.4028234663852886e38);
@@ -130,27 +142,27 @@ class BertResidualOutput extends Module {
   dense: Linear;
   LayerNorm: LayerNorm;
   readonly dropout: Dropout;
-  constructor(cfg: BertConfig, inDim: number, dtype: DType) {
+  constructor(cfg: BertConfig, inDim: number, dtype: DType, private readonly site: Site) {
     super();
     this.dense = this.module('dense', new Linear(inDim, cfg.hidden, { dtype }));
     this.LayerNorm = this.module('LayerNorm', new LayerNorm(cfg.hidden, cfg.eps, { dtype }));
     this.dropout = this.module('dropout', new Dropout(cfg.hiddenDropout));
   }
   forward(x: Tensor, residual: Tensor): Tensor {
-    return this.LayerNorm.forward(this.dropout.forward(this.dense.forward(x)).add(residual));
+    return residualSite(this, this.site, this.dropout.forward(this.dense.forward(x)), residual, this.LayerNorm);
   }
 }
 
 class BertAttention extends Module {
   self: BertSelfAttention;
   output: BertResidualOutput;
-  constructor(cfg: BertConfig, dtype: DType) {
+  constructor(cfg: BertConfig, layerIdx: number, dtype: DType) {
     super();
-    this.self = this.module('self', new BertSelfAttention(cfg, dtype));
-    this.output = this.module('output', new BertResidualOutput(cfg, cfg.hidden, dtype));
+    this.self = this.module('self', new BertSelfAttention(cfg, layerIdx, dtype));
+    this.output = this.module('output', new BertResidualOutput(cfg, cfg.hidden, dtype, 'attention'));
   }
-  forward(x: Tensor, allowed: Tensor): Tensor {
-    return this.output.forward(this.self.forward(x, allowed), x);
+  forward(x: Tensor, allowed: Tensor, prefix: PrefixHook | null): Tensor {
+    return this.output.forward(this.self.forward(x, allowed, prefix), x);
   }
 }
 
@@ -171,14 +183,14 @@ export class BertLayer extends Module {
   attention: BertAttention;
   intermediate: BertIntermediate;
   output: BertResidualOutput;
-  constructor(cfg: BertConfig, dtype: DType) {
+  constructor(cfg: BertConfig, layerIdx: number, dtype: DType) {
     super();
-    this.attention = this.module('attention', new BertAttention(cfg, dtype));
+    this.attention = this.module('attention', new BertAttention(cfg, layerIdx, dtype));
     this.intermediate = this.module('intermediate', new BertIntermediate(cfg, dtype));
-    this.output = this.module('output', new BertResidualOutput(cfg, cfg.intermediate, dtype));
+    this.output = this.module('output', new BertResidualOutput(cfg, cfg.intermediate, dtype, 'output'));
   }
-  forward(x: Tensor, allowed: Tensor): Tensor {
-    const a = this.attention.forward(x, allowed);  // (B, T, C)
+  forward(x: Tensor, allowed: Tensor, prefix: PrefixHook | null = null): Tensor {
+    const a = this.attention.forward(x, allowed, prefix);  // (B, T, C)
     return this.output.forward(this.intermediate.forward(a), a);
   }
 }
@@ -187,7 +199,7 @@ class BertEncoder extends Module {
   layer: ModuleList<BertLayer>;
   constructor(cfg: BertConfig, dtype: DType) {
     super();
-    this.layer = this.module('layer', new ModuleList(Array.from({ length: cfg.layers }, () => new BertLayer(cfg, dtype))));
+    this.layer = this.module('layer', new ModuleList(Array.from({ length: cfg.layers }, (_, i) => new BertLayer(cfg, i, dtype))));
   }
 }
 
@@ -212,20 +224,27 @@ export class BertModel extends Module {
     this.encoder = this.module('encoder', new BertEncoder(cfg, dtype));
     if (withPooler) this.pooler = this.module('pooler', new BertPooler(cfg, dtype));
   }
-  segments(input: ModelInput): Segments {
+  segments(input: ModelInput, hooks?: ModelHooks): Segments {
     const ids = input.inputIds;  // (B, T)
     const [b, t] = ids.shape as [number, number];
-    if (t > this.cfg.maxPositions) throw new ConfigError(`${this.cfg.family}: ${t} tokens exceed max_position_embeddings (${this.cfg.maxPositions})`);
-    const allowed = attentionAllowed({ attentionMask: input.attentionMask ?? null, batch: b, queries: t, keys: t, causal: false, device: ids.device });
+    // Virtual tokens (prompt/prefix tuning) come before the caller's positions.
+    const v = planVirtual(hooks, b, t, input.attentionMask ?? null, 0, ids.device);
+    const { past, queries: q, mask } = v;
+    if (past + q > this.cfg.maxPositions) throw new ConfigError(`${this.cfg.family}: ${past + q} positions exceed max_position_embeddings (${this.cfg.maxPositions})`);
+    const allowed = attentionAllowed({ attentionMask: mask, batch: b, queries: q, keys: past + q, causal: false, device: ids.device });
+    const embOut = hooks?.embeddingOutput?.() ?? null;
     return {
-      embed: () => this.embeddings.forward(ids, input.tokenTypeIds ?? null, input.positionIds ?? null),  // (B, T, C)
-      blocks: [...this.encoder.layer].map((layer) => (x: Tensor) => layer.forward(x, allowed)),
-      final: (x) => x,
+      embed: () => {
+        const e = this.embeddings.forward(ids, input.tokenTypeIds ?? null, input.positionIds ?? null, v.prompt, past);  // (B, P + T, C)
+        return embOut ? embOut(e) : e;
+      },
+      blocks: [...this.encoder.layer].map((layer) => (x: Tensor) => layer.forward(x, allowed, v.prefix)),
+      final: (x) => v.strip(x),
     };
   }
 
-  forward(input: ModelInput): Tensor {
-    return runSegments(this.segments(input));  // (B, T, C)
+  forward(input: ModelInput, hooks?: ModelHooks): Tensor {
+    return runSegments(this.segments(input, hooks));  // (B, T, C)
   }
 }
 
@@ -302,6 +321,7 @@ export class Bert extends Module implements PretrainedModel {
   private readonly seqHead: RobertaClassificationHead | null = null;
   private readonly classifier: Linear | null = null;
   private readonly dropout: Dropout | null = null;
+  readonly hooks: ModelHooks = {};
 
   constructor(readonly modelType: BertFamily, readonly config: RawConfig, readonly task: Task, readonly dtype: DType, numLabels?: number) {
     super();
@@ -335,11 +355,11 @@ export class Bert extends Module implements PretrainedModel {
   }
 
   forward(input: ModelInput): ModelOutput {
-    return this.head(this.base.forward(input));
+    return this.head(this.base.forward(input, this.hooks));
   }
 
   segments(input: ModelInput): ModelSegments {
-    return { ...this.base.segments(input), head: (hidden) => this.head(hidden) };
+    return { ...this.base.segments(input, this.hooks), head: (hidden) => this.head(hidden) };
   }
 
   private head(hidden: Tensor): ModelOutput {

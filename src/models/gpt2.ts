@@ -6,10 +6,11 @@ import { Conv1D, Embedding, LayerNorm, Linear, Dropout } from '../nn/layers.js';
 import { activation, type Activation } from '../nn/activations.js';
 import { attentionAllowed, scaledDotProductAttention, positionIdsFromMask, positionRange } from '../nn/attention.js';
 import { initWeights } from '../nn/init.js';
-import { TorchError, type Tensor, type DType } from '../tensor/index.js';
+import { TorchError, cat, type Tensor, type DType } from '../tensor/index.js';
 import { Fields, ConfigError, numLabelsOf } from './config.js';
 import { lmHeadOutput, lastTokenOutput } from './heads.js';
 import type { KVCache } from './cache.js';
+import { planVirtual, withPrefix, residualSite, type ModelHooks, type PrefixHook } from './hooks.js';
 import { runSegments, type Segments, type ModelSegments } from './segments.js';
 import type { ModelInput, ModelOutput, PretrainedModel, RawConfig, Task, ModelBuildOptions } from './types.js';
 
@@ -78,7 +79,7 @@ export class GPT2Attention extends Module {
     this.scale = s;
   }
 
-  forward(x: Tensor, allowed: Tensor, cache: KVCache | null): Tensor {
+  forward(x: Tensor, allowed: Tensor, cache: KVCache | null, prefix: PrefixHook | null = null): Tensor {
     const [b, t, c] = x.shape as [number, number, number];
     const h = this.cfg.nHead;
     const d = this.headDim;
@@ -87,6 +88,7 @@ export class GPT2Attention extends Module {
     let k = heads(k0!);
     let v = heads(v0!);
     if (cache) ({ k, v } = cache.update(this.layerIdx, k, v));  // (B, H, S, D)
+    ({ k, v } = withPrefix(prefix, this.layerIdx, k, v));  // prefix tuning: (B, H, P + S, D)
     let y: Tensor;
     if (this.training && this.cfg.attnPdrop > 0) {
       // Dropout sits on the attention probabilities, so spell the product out in training.
@@ -130,9 +132,9 @@ export class GPT2Block extends Module {
     this.ln_2 = this.module('ln_2', new LayerNorm(cfg.nEmbd, cfg.eps, { dtype }));
     this.mlp = this.module('mlp', new GPT2MLP(cfg, dtype));
   }
-  forward(x: Tensor, allowed: Tensor, cache: KVCache | null): Tensor {
-    const a = x.add(this.attn.forward(this.ln_1.forward(x), allowed, cache));  // (B, T, C)
-    return a.add(this.mlp.forward(this.ln_2.forward(a)));
+  forward(x: Tensor, allowed: Tensor, cache: KVCache | null, prefix: PrefixHook | null = null): Tensor {
+    const a = residualSite(this, 'attention', this.attn.forward(this.ln_1.forward(x), allowed, cache, prefix), x, null);  // (B, T, C)
+    return residualSite(this, 'output', this.mlp.forward(this.ln_2.forward(a)), a, null);
   }
 }
 
@@ -151,26 +153,33 @@ export class GPT2Model extends Module {
     this.ln_f = this.module('ln_f', new LayerNorm(cfg.nEmbd, cfg.eps, { dtype }));
   }
 
-  segments(input: ModelInput): Segments {
+  segments(input: ModelInput, hooks?: ModelHooks): Segments {
     const ids = input.inputIds;  // (B, T)
     const [b, t] = ids.shape as [number, number];
     const cache = input.cache ?? null;
-    const past = cache ? cache.length : 0;
-    if (past + t > this.cfg.nPositions) {
-      throw new TorchError('gpt2', [`${past + t} positions`], `sequence of ${past + t} positions is longer than n_positions (${this.cfg.nPositions})`);
+    // Virtual tokens (prompt/prefix tuning) come before the caller's positions.
+    const v = planVirtual(hooks, b, t, input.attentionMask ?? null, cache ? cache.length : 0, ids.device);
+    const { past, queries: q, mask } = v;
+    if (past + q > this.cfg.nPositions) {
+      throw new TorchError('gpt2', [`${past + q} positions`], `sequence of ${past + q} positions is longer than n_positions (${this.cfg.nPositions})`);
     }
-    const mask = input.attentionMask ?? null;
-    const pos = input.positionIds ?? (mask ? positionIdsFromMask(mask, past) : positionRange(t, past, ids.device));  // (B|1, T)
-    const allowed = attentionAllowed({ attentionMask: mask, batch: b, queries: t, keys: past + t, causal: true, past, device: ids.device });
+    const pos = input.positionIds ?? (mask ? positionIdsFromMask(mask, past) : positionRange(q, past, ids.device));  // (B|1, Q)
+    const allowed = attentionAllowed({ attentionMask: mask, batch: b, queries: q, keys: past + q, causal: true, past, device: ids.device });
+    const embOut = hooks?.embeddingOutput?.() ?? null;
     return {
-      embed: () => this.drop.forward(this.wte.forward(ids).add(this.wpe.forward(pos))),  // (B, T, C)
-      blocks: [...this.h].map((block) => (x: Tensor) => block.forward(x, allowed, cache)),
-      final: (x) => this.ln_f.forward(x),  // (B, T, C)
+      embed: () => {
+        let e = this.wte.forward(ids);  // (B, T, C)
+        if (v.prompt) e = cat([v.prompt.to(e.dtype), e], 1);  // (B, P + T, C)
+        const d = this.drop.forward(e.add(this.wpe.forward(pos)));
+        return embOut ? embOut(d) : d;  // invertible adapters act after the embedding dropout (AdapterHub)
+      },
+      blocks: [...this.h].map((block) => (x: Tensor) => block.forward(x, allowed, cache, v.prefix)),
+      final: (x) => this.ln_f.forward(v.strip(x)),  // (B, T, C)
     };
   }
 
-  forward(input: ModelInput): Tensor {
-    return runSegments(this.segments(input));
+  forward(input: ModelInput, hooks?: ModelHooks): Tensor {
+    return runSegments(this.segments(input, hooks));
   }
 }
 
@@ -185,6 +194,7 @@ export class GPT2 extends Module implements PretrainedModel {
   score: Linear | null = null;
   classifier: Linear | null = null;
   readonly dropout: Dropout | null = null;
+  readonly hooks: ModelHooks = {};
 
   constructor(readonly config: RawConfig, readonly task: Task, readonly dtype: DType, numLabels?: number) {
     super();
@@ -204,11 +214,11 @@ export class GPT2 extends Module implements PretrainedModel {
   }
 
   forward(input: ModelInput): ModelOutput {
-    return this.head(this.transformer.forward(input), input);
+    return this.head(this.transformer.forward(input, this.hooks), input);
   }
 
   segments(input: ModelInput): ModelSegments {
-    return { ...this.transformer.segments(input), head: (hidden) => this.head(hidden, input) };
+    return { ...this.transformer.segments(input, this.hooks), head: (hidden) => this.head(hidden, input) };
   }
 
   private head(hidden: Tensor, input: ModelInput): ModelOutput {

@@ -11,10 +11,11 @@ import {
   applyRope, invFreqTensor, type RopeScaling,
 } from '../nn/attention.js';
 import { initWeights } from '../nn/init.js';
-import { keep, type Tensor, type DType } from '../tensor/index.js';
+import { keep, cat, type Tensor, type DType } from '../tensor/index.js';
 import { Fields, ConfigError, numLabelsOf } from './config.js';
 import { lmHeadOutput, lastTokenOutput } from './heads.js';
 import type { KVCache } from './cache.js';
+import { planVirtual, withPrefix, residualSite, type ModelHooks, type PrefixHook } from './hooks.js';
 import { runSegments, type Segments, type ModelSegments } from './segments.js';
 import type { ModelInput, ModelOutput, PretrainedModel, RawConfig, Task, ModelBuildOptions } from './types.js';
 
@@ -110,13 +111,14 @@ export class LlamaAttention extends Module {
     this.v_proj = this.module('v_proj', new Linear(c, hkv * d, { bias: cfg.qkvBias, dtype }));
     this.o_proj = this.module('o_proj', new Linear(h * d, c, { bias: cfg.oBias, dtype }));
   }
-  forward(x: Tensor, rope: Rope, allowed: Tensor, cache: KVCache | null): Tensor {
+  forward(x: Tensor, rope: Rope, allowed: Tensor, cache: KVCache | null, prefix: PrefixHook | null = null): Tensor {
     const [b, t] = x.shape as [number, number, number];
     const { heads: h, kvHeads: hkv, headDim: d } = this.cfg;
     const q = applyRope(this.q_proj.forward(x).view(b, t, h, d).transpose(1, 2), rope.cos, rope.sin);  // (B, H, T, D)
     let k = applyRope(this.k_proj.forward(x).view(b, t, hkv, d).transpose(1, 2), rope.cos, rope.sin);  // (B, Hkv, T, D)
     let v = this.v_proj.forward(x).view(b, t, hkv, d).transpose(1, 2);  // (B, Hkv, T, D)
     if (cache) ({ k, v } = cache.update(this.layerIdx, k, v));  // (B, Hkv, S, D)
+    ({ k, v } = withPrefix(prefix, this.layerIdx, k, v));  // prefix tuning: (B, Hkv, P + S, D), no RoPE on the prefix (as PEFT)
     const y = scaledDotProductAttention(q, k, v, allowed, 1 / Math.sqrt(d));  // (B, H, T, D)
     return this.o_proj.forward(y.transpose(1, 2).reshape(b, t, h * d));  // (B, T, C)
   }
@@ -151,9 +153,9 @@ export class LlamaDecoderLayer extends Module {
     this.input_layernorm = this.module('input_layernorm', new RMSNorm(cfg.hidden, cfg.eps, { dtype }));
     this.post_attention_layernorm = this.module('post_attention_layernorm', new RMSNorm(cfg.hidden, cfg.eps, { dtype }));
   }
-  forward(x: Tensor, rope: Rope, allowed: Tensor, cache: KVCache | null): Tensor {
-    const a = x.add(this.self_attn.forward(this.input_layernorm.forward(x), rope, allowed, cache));  // (B, T, C)
-    return a.add(this.mlp.forward(this.post_attention_layernorm.forward(a)));
+  forward(x: Tensor, rope: Rope, allowed: Tensor, cache: KVCache | null, prefix: PrefixHook | null = null): Tensor {
+    const a = residualSite(this, 'attention', this.self_attn.forward(this.input_layernorm.forward(x), rope, allowed, cache, prefix), x, null);  // (B, T, C)
+    return residualSite(this, 'output', this.mlp.forward(this.post_attention_layernorm.forward(a)), a, null);
   }
 }
 
@@ -172,36 +174,42 @@ export class LlamaModel extends Module {
     this.invFreq = this.buffer('inv_freq', keep(invFreqTensor(ropeInvFreq(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling))));
   }
 
-  segments(input: ModelInput): Segments {
+  segments(input: ModelInput, hooks?: ModelHooks): Segments {
     const ids = input.inputIds;  // (B, T)
     const [b, t] = ids.shape as [number, number];
     const cache = input.cache ?? null;
-    const past = cache ? cache.length : 0;
-    const mask = input.attentionMask ?? null;
-    const pos = input.positionIds ?? (mask ? positionIdsFromMask(mask, past) : positionRange(t, past, ids.device));  // (B|1, T)
+    // Virtual tokens (prompt/prefix tuning) come before the caller's positions.
+    const vt = planVirtual(hooks, b, t, input.attentionMask ?? null, cache ? cache.length : 0, ids.device);
+    const { past, queries: q, mask } = vt;
+    const pos = input.positionIds ?? (mask ? positionIdsFromMask(mask, past) : positionRange(q, past, ids.device));  // (B|1, Q)
     const rope = ropeCosSin(pos, this.invFreq, this.computeDt);  // in the activations' dtype
     // One mask per distinct window (Qwen2 mixes full and sliding layers).
     const masks = new Map<number | null, Tensor>();
     const maskFor = (w: number | null): Tensor => {
       let m = masks.get(w);
       if (!m) {
-        m = attentionAllowed({ attentionMask: mask, batch: b, queries: t, keys: past + t, causal: true, past, slidingWindow: w, device: ids.device });
+        m = attentionAllowed({ attentionMask: mask, batch: b, queries: q, keys: past + q, causal: true, past, slidingWindow: w, device: ids.device });
         masks.set(w, m);
       }
       return m;
     };
+    const embOut = hooks?.embeddingOutput?.() ?? null;
     return {
-      embed: () => this.embed_tokens.forward(ids),  // (B, T, C)
+      embed: () => {
+        let e = this.embed_tokens.forward(ids);  // (B, T, C)
+        if (vt.prompt) e = cat([vt.prompt.to(e.dtype), e], 1);  // (B, P + T, C)
+        return embOut ? embOut(e) : e;
+      },
       blocks: [...this.layers].map((layer, i) => {
         const allowed = maskFor(this.cfg.slidingWindow[i] ?? null);
-        return (x: Tensor) => layer.forward(x, rope, allowed, cache);
+        return (x: Tensor) => layer.forward(x, rope, allowed, cache, vt.prefix);
       }),
-      final: (x) => this.norm.forward(x),  // (B, T, C)
+      final: (x) => this.norm.forward(vt.strip(x)),  // (B, T, C)
     };
   }
 
-  forward(input: ModelInput): Tensor {
-    return runSegments(this.segments(input));
+  forward(input: ModelInput, hooks?: ModelHooks): Tensor {
+    return runSegments(this.segments(input, hooks));
   }
 }
 
@@ -213,6 +221,7 @@ export class Llama extends Module implements PretrainedModel {
   model: LlamaModel;
   lm_head: Linear | null = null;
   score: Linear | null = null;
+  readonly hooks: ModelHooks = {};
 
   constructor(readonly modelType: LlamaFamily, readonly config: RawConfig, readonly task: Task, readonly dtype: DType, numLabels?: number) {
     super();
@@ -240,11 +249,11 @@ export class Llama extends Module implements PretrainedModel {
   }
 
   forward(input: ModelInput): ModelOutput {
-    return this.head(this.model.forward(input), input);
+    return this.head(this.model.forward(input, this.hooks), input);
   }
 
   segments(input: ModelInput): ModelSegments {
-    return { ...this.model.segments(input), head: (hidden) => this.head(hidden, input) };
+    return { ...this.model.segments(input, this.hooks), head: (hidden) => this.head(hidden, input) };
   }
 
   private head(hidden: Tensor, input: ModelInput): ModelOutput {

@@ -3,6 +3,7 @@ import type { Module } from '../nn/module.js';
 import type { Tensor, DType } from '../tensor/index.js';
 import type { KVCache } from './cache.js';
 import type { ModelSegments } from './segments.js';
+import type { ModelHooks } from './hooks.js';
 
 export type Task = 'causal-lm' | 'masked-lm' | 'sequence-classification' | 'token-classification' | 'base';
 
@@ -40,6 +41,8 @@ export interface PretrainedModel extends Module {
   readonly isDecoder: boolean;
   readonly numLayers: number;
   readonly dtype: DType;
+  /** Where adapters that are not wrapped layers hook in (prompt/prefix tuning, invertible adapters); see hooks.ts. */
+  readonly hooks: ModelHooks;
   forward(input: ModelInput): ModelOutput;
   /** Parameter names that are tied to another parameter (not stored in checkpoints when tied). */
   tiedParameters(): Map<string, string>;

@@ -112,6 +112,31 @@ export class Module {
     return m;
   }
 
+  /** The direct child `name`, or null (how model code finds optional adapter sites). */
+  child(name: string): Module | null {
+    return this._modules.get(name) ?? null;
+  }
+
+  /** Adds a new submodule at `path` (its parent must exist; the name must be free). */
+  addSubmodule(path: string, m: Module): void {
+    const dot = path.lastIndexOf('.');
+    const parent = dot < 0 ? this : this.getSubmodule(path.slice(0, dot));
+    const name = path.slice(dot + 1);
+    if (parent._modules.has(name)) throw new TorchError('addSubmodule', [path], `submodule "${path}" already exists`);
+    parent._modules.set(name, m);
+  }
+
+  /** Removes the submodule at `path` and returns it (not disposed). */
+  removeSubmodule(path: string): Module {
+    const dot = path.lastIndexOf('.');
+    const parent = dot < 0 ? this : this.getSubmodule(path.slice(0, dot));
+    const name = path.slice(dot + 1);
+    const m = parent._modules.get(name);
+    if (!m) throw new TorchError('removeSubmodule', [path], `no submodule "${path}" to remove`);
+    parent._modules.delete(name);
+    return m;
+  }
+
   /** Swaps a submodule (how adapters are injected); the field of the same name follows. */
   setSubmodule(path: string, m: Module): void {
     const dot = path.lastIndexOf('.');
