@@ -21,7 +21,7 @@ if (flags.includes('--save-loop')) {
   // Saves as fast as it can until killed: the kill lands inside a save sooner or later.
   const big = new Map([...m.namedParameters()].slice(0, 6));
   for (let i = 1; ; i++) {
-    saveCheckpoint(join(out!, 'checkpoints'), { version: 1, step: i + process.pid * 1000, microStep: i, epoch: 0, loader: null, optimizerSteps: i, bestMetric: null, bestStep: null, evalsWithoutImprovement: 0, dyloraForwardCount: 0, tokensSeen: 0, config: {} }, big, new Map(), { keep: 2 });
+    saveCheckpoint(join(out!, 'checkpoints'), { version: 1, step: i + process.pid * 1000, microStep: i, epoch: 0, loader: null, optimizerSteps: i, bestMetric: null, bestStep: null, evalsWithoutImprovement: 0, adapterRuntime: {}, tokensSeen: 0, config: {} }, big, new Map(), { keep: 2 });
     if (i === 1) (await import('node:fs')).appendFileSync(join(out!, 'metrics.jsonl'), '{"saved":1}\n');
   }
 }

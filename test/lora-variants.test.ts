@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  tidy, noGrad, keep, tensor, randint, crossEntropy, linear, loadModel, PeftModel, savePeftAdapters, loadPeftAdapter, LoraLayer,
+  tidy, noGrad, keep, tensor, randint, crossEntropy, linear, loadModel, PeftModel, savePeftAdapters, loadPeftAdapter, LoraLayer, setDyloraRank,
   type Tensor, type PretrainedModel,
 } from '../src/index.js';
 
@@ -59,7 +59,7 @@ test('CorDA: covariance from sample data; ipm and kpm both start as the base; ip
   for (const method of ['ipm', 'kpm'] as const) {
     const m = loadModel(join(HF, 'llama'), { dtype: 'float32' });
     const before = out(m, ids);
-    PeftModel.create(m, { r: 2, loraAlpha: 4, initLoraWeights: 'corda', cordaMethod: method, targetModules: ['q_proj'] }, { samples });
+    PeftModel.create(m, { r: 2, loraAlpha: 4, initLoraWeights: 'corda', cordaMethod: method, targetModules: ['q_proj'] }, { data: samples });
     assert.ok(diff(out(m, ids), before) < 1e-4, `${method}: unchanged at init`);
     const l = m.getSubmodule('model.layers.0.self_attn.q_proj') as LoraLayer;
     norms[method] = l.B('default').matmul(l.A('default')).norm().item();
@@ -111,7 +111,7 @@ test('DyLoRA: sampled ranks in training; every truncation is a valid adapter; lo
   const ids = keep(randint(0, 96, [4, 12], { seed: 11 }));
   const lossAt = (peft: PeftModel, rank: number | null): number => noGrad(() => tidy(() => {
     m.eval();
-    peft.setDyloraRank(rank);
+    setDyloraRank(peft, rank);
     const lg = m.forward({ inputIds: ids }).logits;
     return crossEntropy(lg.narrow(1, 0, 11).reshape(-1, 96), ids.narrow(1, 1, 11).reshape(-1)).item();
   }));
@@ -123,7 +123,7 @@ test('DyLoRA: sampled ranks in training; every truncation is a valid adapter; lo
     tidy(() => {
       m.train();
       const lg = peft.forward({ inputIds: ids }).logits;
-      ranks.add(peft.ctx.step.dyloraRank!);
+      ranks.add((peft.ctx.slots.LORA as { dyloraRank: number }).dyloraRank);
       crossEntropy(lg.narrow(1, 0, 11).reshape(-1, 96), ids.narrow(1, 1, 11).reshape(-1)).backward();
       noGrad(() => params.forEach((p) => { p.sub_(p.grad!.mul(0.05)); p.zeroGrad(); }));
     });
@@ -134,7 +134,7 @@ test('DyLoRA: sampled ranks in training; every truncation is a valid adapter; lo
   assert.ok(losses[3]! <= losses[0]! + 1e-3, `full rank is at least as good as rank 1 (${losses})`);
   // A truncation is a plain lower-rank LoRA: rank-2 DyLoRA is A[:2], B[:, :2] at the full-rank scaling alpha/r.
   const l0 = m.getSubmodule('transformer.h.0.attn.c_attn') as LoraLayer;
-  peft.setDyloraRank(2);
+  setDyloraRank(peft, 2);
   const d = l0.deltaWeight('default');
   const want = l0.B('default').narrow(1, 0, 2).matmul(l0.A('default').narrow(0, 0, 2)).mul(4 / 4).transpose(0, 1);
   assert.ok(diff(d, want) < 1e-6);

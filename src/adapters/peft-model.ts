@@ -1,23 +1,23 @@
 // PeftModel: a frozen base model with named adapters injected into it (PEFT's get_peft_model).
 // Adapters can be added, activated, disabled for a scope, deleted, mixed per row of a batch,
-// merged and unmerged. Every method goes through the AdapterMethod/TunerLayer contract.
+// merged and unmerged. Every method goes through the contract of types.ts only: this file names no
+// method; what a method can do is read from its capabilities.
 import { Module } from '../nn/module.js';
 import { tensor, noGrad, type Tensor } from '../tensor/index.js';
 import type { PretrainedModel, ModelInput, ModelOutput } from '../models/types.js';
-import { adapterMethod } from './registry.js';
+import { adapterMethod, defaultAdapterMethod } from './registry.js';
 import { findTargets, allLinearExclusions } from './targets.js';
-import { isTunerLayer, type AdapterConfigBase, type AdapterContext, type AdapterOptions, type TunerLayer } from './types.js';
+import { isTunerLayer, isAdapterPart, type AdapterConfigBase, type AdapterContext, type AdapterMethod, type AdapterOptions, type AdapterPart, type MethodRuntime, type TunerLayer } from './types.js';
 import { ModulesToSave } from './modules-to-save.js';
 import { TrainableTokens, isTrainableTokens } from './trainable-tokens.js';
 import { Embedding, Linear } from '../nn/layers.js';
-import { collectCovariances } from './covariance.js';
-import './lora/index.js';
+import './builtin.js';
 
 export interface AddAdapterOptions {
   /** Seeds the adapter's random initialisation (default 0). */
   seed?: number;
-  /** CorDA: batches of input ids (B, T) whose activations give each layer's input covariance. */
-  samples?: Tensor[];
+  /** Sample batches of input ids (B, T) for data-driven initialisations (CorDA, sensitivity budgets, …). */
+  data?: Tensor[];
 }
 
 export interface PeftInput extends ModelInput {
@@ -31,21 +31,11 @@ export const BASE_ROW = '__base__';
 /** PEFT's PeftModelForSequenceClassification / ForTokenClassification add these heads to modules_to_save. */
 const CLASSIFIER_HEADS: Record<string, string[]> = { SEQ_CLS: ['classifier', 'score'], TOKEN_CLS: ['classifier', 'score'] };
 
-function hashSeed(seed: number, step: number): number {
-  let x = (seed ^ Math.imul(step + 1, 0x9e3779b1)) >>> 0;
-  x = Math.imul(x ^ (x >>> 16), 0x85ebca6b) >>> 0;
-  return (x ^ (x >>> 13)) >>> 0;
-}
-
 export class PeftModel {
-  readonly ctx: AdapterContext = { active: [], disabled: false, rows: null, version: 0, step: {} };
+  readonly ctx: AdapterContext = { active: [], disabled: false, rows: null, version: 0, slots: {} };
   readonly configs = new Map<string, AdapterConfigBase>();
-  private forwardCount = 0;
-  /** Seeds DyLoRA's per-step rank draws. */
-  dyloraSeed = 0;
-  /** Training forwards so far (DyLoRA's draw counter; saved in checkpoints for an exact resume). */
-  get dyloraStep(): number { return this.forwardCount; }
-  set dyloraStep(n: number) { this.forwardCount = n; }
+  /** Per-method state across forwards, by peft_type (created with the method's first adapter). */
+  private readonly runtimes = new Map<string, MethodRuntime>();
 
   constructor(readonly model: PretrainedModel) {}
 
@@ -62,8 +52,18 @@ export class PeftModel {
   get modelType(): string { return this.model.modelType; }
   adapterNames(): string[] { return [...this.configs.keys()]; }
   get activeAdapters(): readonly string[] { return this.ctx.active; }
+  /** The method of an adapter. */
+  methodOf(name: string): AdapterMethod {
+    const c = this.configs.get(name);
+    if (!c) throw new Error(`no adapter "${name}" (have: ${this.adapterNames().join(', ') || 'none'})`);
+    return adapterMethod(c.peftType);
+  }
+  /** The runtime of a method (its state across forwards), or null before its first adapter. */
+  runtime<R extends MethodRuntime>(peftType: string): R | null {
+    return (this.runtimes.get(peftType.toUpperCase()) as R | undefined) ?? null;
+  }
 
-  /** (path, module) pairs, with tuner layers standing for their base layer and their insides hidden. */
+  /** (path, module) pairs of the base model: wrappers stand for their base layer, adapter parts are left out. */
   private modules(): [string, Module][] {
     const out: [string, Module][] = [];
     const hidden: string[] = [];
@@ -72,11 +72,16 @@ export class PeftModel {
       if (isTunerLayer(m) || m instanceof ModulesToSave || isTrainableTokens(m)) {
         hidden.push(path);
         out.push([path, isTunerLayer(m) ? m.baseLayer : m instanceof ModulesToSave ? m.original_module : m.baseLayer]);
-      } else out.push([path, m]);
+      } else if (isAdapterPart(m)) hidden.push(path);
+      else out.push([path, m]);
     }
     return out;
   }
 
+  /** Every adapter part in the model (wrapped layers, residual-site modules, prompt encoders, …). */
+  parts(): [string, AdapterPart][] {
+    return this.model.namedModules().filter((e): e is [string, AdapterPart] => isAdapterPart(e[1]));
+  }
   tunerLayers(): [string, TunerLayer][] {
     return this.model.namedModules().filter((e): e is [string, TunerLayer] => isTunerLayer(e[1]));
   }
@@ -91,45 +96,61 @@ export class PeftModel {
   addAdapter(name: string, partial: AdapterOptions | AdapterConfigBase, opts: AddAdapterOptions = {}): AdapterConfigBase {
     if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.includes('..') || name === BASE_ROW) throw new Error(`adapter name "${name}" must use letters, digits, _ . - (and not be "${BASE_ROW}")`);
     if (this.configs.has(name)) throw new Error(`adapter "${name}" already exists`);
-    const method = adapterMethod((partial as { peftType?: string }).peftType ?? 'LORA');
+    const given = (partial as { peftType?: string }).peftType;
+    const method = given === undefined ? defaultAdapterMethod() : adapterMethod(given);
     const config = method.resolve({ ...partial, peftType: method.peftType } as never);
     // PEFT's PeftModelFor{Sequence,Token}Classification: the heads are always trained and saved.
     const heads = CLASSIFIER_HEADS[config.taskType ?? ''];
     if (heads) config.modulesToSave = [...(config.modulesToSave ?? []), ...heads.filter((h) => !(config.modulesToSave ?? []).includes(h))];
-    const withBias = [...this.configs.values(), config].filter((c) => ((c as { bias?: string }).bias ?? 'none') !== 'none');
-    if (withBias.length > 1) throw new Error(`only one adapter may train biases (bias "all" / "lora_only"), as in PEFT; set bias "none" for "${name}"`);
+    const withBias = [...this.configs.values(), config].filter((c) => biasMode(c) !== 'none');
+    if (withBias.length > 1) throw new Error(`only one adapter may train biases, as in PEFT; set bias "none" for "${name}"`);
     method.prepareModel?.(config, this.model, this.configs.size === 0, this.ctx);
-    const targets = config.targetModules ?? method.defaultTargets(this.model.modelType);
-    if (targets === null) throw new Error(`no default target_modules for ${this.model.modelType}: set target_modules`);
-    const mods = this.modules();
-    const paths = findTargets(mods, config, targets, method.canWrap, allLinearExclusions(this.model, config.taskType));
-    if (paths.length === 0) {
-      const linear = mods.filter(([, m]) => method.canWrap(m)).map(([p]) => p.split('.').pop()).filter((v, i, a) => a.indexOf(v) === i);
-      throw new Error(`target_modules ${JSON.stringify(targets)} matched no module of this ${this.model.modelType} model (its wrappable modules are named: ${linear.join(', ')})`);
+    let paths: string[] = [];
+    if (method.inject) {
+      method.inject({ peft: this, name, config, seed: opts.seed ?? 0, data: opts.data ?? [] });
+    } else {
+      paths = this.wrapTargets(method, name, config, opts);
     }
-    const cov = (config as { initLoraWeights?: unknown }).initLoraWeights === 'corda'
-      ? collectCovariances(this.model, paths, opts.samples ?? [])
-      : null;
-    try {
-      for (const path of paths) {
-        const current = this.model.getSubmodule(path);
-        let layer: TunerLayer;
-        if (isTunerLayer(current)) layer = current;
-        else {
-          layer = method.wrap(current, this.ctx);
-          this.model.setSubmodule(path, layer);
-        }
-        layer.addAdapter(name, config, path, { seed: opts.seed ?? 0, covariance: cov?.get(path) } as { seed: number });
-      }
-    } finally {
-      cov?.forEach((t) => t.dispose());
-    }
-    method.afterWrap?.(config, paths.map((p) => this.model.getSubmodule(p) as TunerLayer));
+    if (!this.runtimes.has(method.peftType.toUpperCase()) && method.runtime) this.runtimes.set(method.peftType.toUpperCase(), method.runtime(this));
     this.addModulesToSave(name, config.modulesToSave ?? []);
     this.addTrainableTokens(name, config);
     this.configs.set(name, config);
     this.applyBias(config, paths);
+    this.ctx.version++;
     return config;
+  }
+
+  /** Target matching and wrapping for methods that wrap modules (LoRA, IA3, …). */
+  private wrapTargets(method: AdapterMethod, name: string, config: AdapterConfigBase, opts: AddAdapterOptions): string[] {
+    if (!method.canWrap || !method.wrap) throw new Error(`adapter method ${method.peftType} has neither wrap() nor inject()`);
+    const canWrap = method.canWrap.bind(method);
+    const targets = config.targetModules ?? method.defaultTargets?.(this.model.modelType) ?? null;
+    if (targets === null) throw new Error(`no default target_modules for ${this.model.modelType}: set target_modules`);
+    const mods = this.modules();
+    const paths = findTargets(mods, config, targets, canWrap, allLinearExclusions(this.model, config.taskType));
+    if (paths.length === 0) {
+      const names = mods.filter(([, m]) => canWrap(m)).map(([p]) => p.split('.').pop()).filter((v, i, a) => a.indexOf(v) === i);
+      throw new Error(`target_modules ${JSON.stringify(targets)} matched no module of this ${this.model.modelType} model (its wrappable modules are named: ${names.join(', ')})`);
+    }
+    const data = method.prepareAdapter?.({ config, model: this.model, paths, data: opts.data ?? [] }) ?? null;
+    try {
+      for (const path of paths) {
+        const current = this.model.getSubmodule(path);
+        let layer: TunerLayer;
+        if (isTunerLayer(current)) {
+          if (current.peftType !== method.peftType) throw new Error(`${path} already holds a ${current.peftType} adapter; one module takes adapters of one method (add "${name}" on other target_modules)`);
+          layer = current;
+        } else {
+          layer = method.wrap!(current, this.ctx);
+          this.model.setSubmodule(path, layer);
+        }
+        layer.addAdapter(name, config, path, { seed: opts.seed ?? 0, data: data?.get(path) });
+      }
+    } finally {
+      data?.forEach((t) => (t as { dispose?: () => void } | null)?.dispose?.());
+    }
+    method.afterWrap?.(config, paths.map((p) => this.model.getSubmodule(p) as TunerLayer));
+    return paths;
   }
 
   /**
@@ -197,11 +218,11 @@ export class PeftModel {
     }
   }
 
-  /** bias "all": every bias trains; "lora_only": the biases of wrapped layers (PEFT's mark_only_lora_as_trainable). */
+  /** bias "all": every bias trains; "wrapped": the biases of the wrapped layers (PEFT's lora_only). */
   private applyBias(config: AdapterConfigBase, paths: string[]): void {
-    const bias = (config as { bias?: string }).bias;
-    if (bias === 'all') for (const [n, t] of this.model.namedParameters()) if (n.endsWith('.bias') && t.isLeaf) t.requiresGrad = true;
-    if (bias === 'lora_only') for (const p of paths) (this.model.getSubmodule(p) as TunerLayer).baseLayer.ownParameters().forEach(([n, t]) => { if (n === 'bias') t.requiresGrad = true; });
+    const mode = biasMode(config);
+    if (mode === 'all') for (const [n, t] of this.model.namedParameters()) if (n.endsWith('.bias') && t.isLeaf) t.requiresGrad = true;
+    if (mode === 'wrapped') for (const p of paths) (this.model.getSubmodule(p) as TunerLayer).baseLayer.ownParameters().forEach(([n, t]) => { if (n === 'bias') t.requiresGrad = true; });
   }
 
   /** Activates adapters (applied in order); only their parameters are trainable. */
@@ -210,8 +231,8 @@ export class PeftModel {
     for (const n of list) if (!this.configs.has(n)) throw new Error(`no adapter "${n}" (have: ${this.adapterNames().join(', ') || 'none'})`);
     this.ctx.active = list;
     this.ctx.version++;
-    for (const [, layer] of this.tunerLayers()) {
-      for (const n of this.adapterNames()) for (const t of layer.adapterParameters(n)) t.requiresGrad = list.includes(n);
+    for (const [, part] of this.parts()) {
+      for (const n of this.adapterNames()) for (const t of part.adapterParameters(n)) t.requiresGrad = list.includes(n);
     }
     for (const [, s] of this.savers()) for (const n of this.adapterNames()) if (s.hasAdapter(n)) s.modules_to_save.getSubmodule(n).requiresGrad_(list.includes(n));
     for (const [, w] of this.tokenWrappers()) for (const n of this.adapterNames()) for (const t of w.adapterParameters(n)) t.requiresGrad = list.includes(n);
@@ -219,9 +240,16 @@ export class PeftModel {
 
   deleteAdapter(name: string): void {
     if (!this.configs.has(name)) throw new Error(`no adapter "${name}"`);
-    for (const [path, layer] of this.tunerLayers()) {
-      layer.deleteAdapter(name);
-      if (this.adapterNames().every((n) => n === name || !layer.hasAdapter(n))) this.model.setSubmodule(path, layer.unload());
+    for (const [path, part] of this.parts()) {
+      if (!part.hasAdapter(name)) continue;
+      part.deleteAdapter(name);
+      if (this.adapterNames().some((n) => n !== name && part.hasAdapter(n))) continue;
+      // Its last adapter is gone: a wrapper gives its base layer back, other parts leave the model.
+      if (isTunerLayer(part)) this.model.setSubmodule(path, part.unload());
+      else {
+        part.detach?.(this.model);
+        this.model.removeSubmodule(path).dispose();
+      }
     }
     for (const [, s] of this.savers()) s.deleteAdapter(name);
     for (const [path, w] of this.tokenWrappers()) {
@@ -244,13 +272,17 @@ export class PeftModel {
     }
   }
 
-  /** Per-forward preparation done by forward(); call it before running the model's segments directly. */
+  /** Per-forward preparation done by forward() (each method's runtime); call it before running the model's segments directly. */
+  prepareForward(): void {
+    for (const rt of this.runtimes.values()) rt.beforeForward?.(this.model.training);
+  }
+  /** @deprecated the name before contract v2; same as prepareForward(). */
   prepareTrainingForward(): void {
-    if (this.model.training) this.ctx.step.dyloraRank = this.sampleDyloraRank();
+    this.prepareForward();
   }
 
   forward(input: PeftInput): ModelOutput {
-    this.prepareTrainingForward();
+    this.prepareForward();
     if (!input.adapterNames) return this.model.forward(input);
     // PEFT's checks (LoraModel._enable_peft_forward_hooks, LoraLayer._check_forward_args).
     const names = input.adapterNames.map((n) => (n === BASE_ROW ? null : n));
@@ -258,8 +290,11 @@ export class PeftModel {
     if (names.length !== b) throw new Error(`adapterNames has ${names.length} entries for a batch of ${b} rows`);
     if (this.model.training) throw new Error('adapterNames (a mixed batch) cannot be used in training mode, as in PEFT: call model.eval() first');
     const order = [...new Set(names.filter((n): n is string => n !== null))];
-    for (const n of order) if (!this.configs.has(n)) throw new Error(`no adapter "${n}" (have: ${this.adapterNames().join(', ')})`);
-    if (this.tunerLayers().some(([, l]) => l.mergedAdapters.length > 0)) throw new Error('adapterNames (a mixed batch) cannot be used while adapters are merged, as in PEFT: call unmerge() first');
+    for (const n of order) {
+      const m = this.methodOf(n);
+      if (!m.capabilities(this.configs.get(n)!).mixedBatch) throw new Error(`adapter "${n}" (${m.peftType}) cannot be used in a mixed batch: its method does not support per-row adapters`);
+    }
+    if (this.parts().some(([, l]) => l.mergedAdapters.length > 0)) throw new Error('adapterNames (a mixed batch) cannot be used while adapters are merged, as in PEFT: call unmerge() first');
     const index = tensor(names.map((n) => (n === null ? order.length : order.indexOf(n))), { dtype: 'int64', device: this.model.device });
     this.ctx.rows = { order, index, names };
     try {
@@ -270,17 +305,17 @@ export class PeftModel {
     }
   }
 
-  private sampleDyloraRank(): number | undefined {
-    const ranks = [...this.configs.values()].filter((c) => (c as { dylora?: boolean }).dylora).map((c) => (c as unknown as { r: number }).r);
-    if (!ranks.length) return undefined;
-    const r = Math.max(...ranks);
-    return 1 + (hashSeed(this.dyloraSeed, this.forwardCount++) % r);
+  /** Every method runtime's resumable state (training checkpoints), by peft_type. */
+  runtimeState(): Record<string, Record<string, unknown>> {
+    const out: Record<string, Record<string, unknown>> = {};
+    for (const [k, rt] of this.runtimes) {
+      const s = rt.saveState?.();
+      if (s) out[k] = s;
+    }
+    return out;
   }
-
-  /** DyLoRA: the rank to run at outside training (any b <= r, no retraining). */
-  setDyloraRank(rank: number | null): void {
-    for (const [, l] of this.tunerLayers()) (l as TunerLayer & { dyloraEvalRank: number | null }).dyloraEvalRank = rank;
-    this.ctx.version++;
+  loadRuntimeState(state: Record<string, Record<string, unknown>>): void {
+    for (const [k, s] of Object.entries(state)) this.runtimes.get(k)?.loadState?.(s);
   }
 
   trainableParameters(): Tensor[] {
@@ -296,18 +331,26 @@ export class PeftModel {
     return s;
   }
 
-  /** Folds adapters (default: the active ones) into the base weights. */
+  /** Folds adapters (default: the active ones) into the base weights; refused for a method that cannot merge. */
   merge(names: readonly string[] = this.ctx.active): void {
-    for (const [, layer] of this.tunerLayers()) layer.merge([...names]);
+    for (const n of names) {
+      const m = this.methodOf(n);
+      if (!m.capabilities(this.configs.get(n)!).mergeable) throw new Error(`adapter "${n}" (${m.peftType}) cannot be merged into the base weights; run it unmerged`);
+    }
+    for (const [, part] of this.parts()) part.merge([...names]);
   }
   /** Restores the base weights exactly. */
   unmerge(): void {
-    for (const [, layer] of this.tunerLayers()) layer.unmerge();
+    for (const [, part] of this.parts()) part.unmerge();
   }
   /** Merges the active adapters and returns the plain model (no adapter layers left). */
   mergeAndUnload(): PretrainedModel {
     this.merge();
     for (const [path, layer] of this.tunerLayers()) this.model.setSubmodule(path, layer.unload());
+    for (const [path, part] of this.parts()) {
+      part.detach?.(this.model);
+      this.model.removeSubmodule(path).dispose();
+    }
     for (const [path, s] of this.savers()) {
       const keepMod = s.current();
       this.model.setSubmodule(path, keepMod);
@@ -329,6 +372,11 @@ export class PeftModel {
   dispose(): void {
     this.model.dispose();
   }
+}
+
+/** The bias training mode of a config (its method's biasMode; none when the method has no biases). */
+function biasMode(c: AdapterConfigBase): 'none' | 'all' | 'wrapped' {
+  return adapterMethod(c.peftType).biasMode?.(c as never) ?? 'none';
 }
 
 /** A trainable float32 deep copy of a module (for modules_to_save). */

@@ -181,7 +181,7 @@ export interface AdapterMethod<C extends AdapterConfigBase = AdapterConfigBase> 
   /** Which base-model biases an adapter trains and saves: none, all of them, or those of its wrapped layers. */
   biasMode?(config: C): 'none' | 'all' | 'wrapped';
   /** Per-PeftModel state across forwards. */
-  runtime?(ctx: AdapterContext): MethodRuntime;
+  runtime?(peft: PeftModel): MethodRuntime;
   /** Rewrites what is saved (per-part tensors and the JSON); returns the states and tensors to free after writing. */
   saveTransform?(args: SaveTransformArgs<C>): { states: Map<string, Map<string, Tensor>>; temps: Tensor[] } | null;
 }

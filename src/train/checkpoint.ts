@@ -17,7 +17,8 @@ export interface TrainState {
   bestMetric: number | null;
   bestStep: number | null;
   evalsWithoutImprovement: number;
-  dyloraForwardCount: number;
+  /** Adapter methods' state across forwards (PeftModel.runtimeState(): e.g. a per-step rank schedule). */
+  adapterRuntime: Record<string, Record<string, unknown>>;
   tokensSeen: number;
   config: unknown;
   /** sha256 of the training examples: resuming over other data is refused (absent in older checkpoints). */

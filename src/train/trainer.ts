@@ -256,7 +256,7 @@ export class Trainer {
   private trainerState(step: number, micro: number, best: { metric: number | null; step: number | null; bad: number }, tokens: number): TrainState {
     return {
       version: 1, step, microStep: micro, epoch: this.loader.epoch, loader: this.loader.state(), optimizerSteps: this.optimizer.stepCount,
-      bestMetric: best.metric, bestStep: best.step, evalsWithoutImprovement: best.bad, dyloraForwardCount: this.o.peft?.dyloraStep ?? 0,
+      bestMetric: best.metric, bestStep: best.step, evalsWithoutImprovement: best.bad, adapterRuntime: this.o.peft?.runtimeState() ?? {},
       tokensSeen: tokens, config: this.config, dataHash: this.dataHash(),
     };
   }
@@ -475,7 +475,7 @@ export class Trainer {
     });
     this.optimizer.loadStateTensors(opt, state.optimizerSteps);
     this.loader.restore(state.loader as never);
-    if (this.o.peft) this.o.peft.dyloraStep = state.dyloraForwardCount;
+    if (this.o.peft && state.adapterRuntime) this.o.peft.loadRuntimeState(state.adapterRuntime);
   }
 
   dispose(): void {

@@ -21,6 +21,8 @@ interface EmbeddingAdapter {
 
 export class LoraEmbedding extends Module implements TunerLayer {
   readonly isTunerLayer = true as const;
+  readonly isAdapterPart = true as const;
+  readonly peftType = 'LORA';
   readonly base_layer: Embedding;
   readonly lora_embedding_A = this.module('lora_embedding_A', new Container());
   readonly lora_embedding_B = this.module('lora_embedding_B', new Container());

@@ -7,9 +7,25 @@ import { resolveLora, loraFromJson, loraToJson, type LoraConfig } from './config
 import { LoraLayer } from './layer.js';
 import { LoraEmbedding } from './embedding.js';
 import type { Module } from '../../nn/module.js';
+import { PEFT_FORMAT } from '../format.js';
+import { LoraRuntime } from './dylora.js';
+import { loraSaveTransform } from './save.js';
+import { collectCovariances } from './covariance.js';
 
 export const LORA: AdapterMethod<LoraConfig> = {
   peftType: 'LORA',
+  names: ['lora', 'dora', 'rslora', 'dylora', 'pissa', 'olora', 'corda'],
+  presets: { dora: { useDora: true }, rslora: { useRslora: true }, dylora: { dylora: true }, pissa: { initLoraWeights: 'pissa' }, olora: { initLoraWeights: 'olora' }, corda: { initLoraWeights: 'corda' } },
+  summary: 'LoRA (Hu et al. 2021): y = Wx + (alpha/r) B A x on linear layers and embeddings; variants DoRA, rsLoRA, DyLoRA, PiSSA, OLoRA, CorDA',
+  capabilities: (c) => ({ mergeable: true, mixedBatch: !c.useDora, kvCache: true, composable: true }),
+  format: {
+    ...PEFT_FORMAT,
+    // Older PEFT files keep the adapter name in the key (lora_A.default.weight).
+    modelKey: (key, model) => {
+      const k = PEFT_FORMAT.modelKey(key, model);
+      return k === null ? null : k.replace(/\.(lora_[AB]|lora_embedding_[AB])\.[^.]+\.(weight|bias)$/, '.$1.$2').replace(/\.lora_embedding_([AB])\.[^.]+$/, '.lora_embedding_$1').replace(/\.lora_magnitude_vector\.[^.]+$/, '.lora_magnitude_vector');
+    },
+  },
   fromJson: loraFromJson,
   toJson: loraToJson,
   resolve: resolveLora,
@@ -37,10 +53,19 @@ export const LORA: AdapterMethod<LoraConfig> = {
   afterWrap: (config, layers) => {
     if (layers.length) config.fanInFanOut = layers.some((l) => (l as LoraLayer | LoraEmbedding).fanInFanOut);
   },
+  // The saved weights are the adapter: load as a plain LoRA (no PiSSA/CorDA surgery on the base).
+  forLoad: (c) => ({ ...c, initLoraWeights: true }),
+  // CorDA: each target's input covariance from the sample batches.
+  prepareAdapter: ({ config, model, paths, data }) => (config.initLoraWeights === 'corda' ? collectCovariances(model, paths, data) : new Map()),
+  biasMode: (c) => (c.bias === 'all' ? 'all' : c.bias === 'lora_only' ? 'wrapped' : 'none'),
+  runtime: (peft) => new LoraRuntime(peft.ctx, () => [...peft.configs.values()].filter((c): c is LoraConfig => c.peftType === 'LORA')),
+  saveTransform: loraSaveTransform,
 };
 
 registerAdapter(LORA);
 
 export { LoraLayer } from './layer.js';
 export { LoraEmbedding } from './embedding.js';
+export { LoraRuntime, loraRuntime, setDyloraRank } from './dylora.js';
+export { addWeightedAdapter, type Combination, type CombineOptions } from './combine.js';
 export { type LoraConfig, type LoraOptions, type LoraInit, resolveLora, DEFAULT_LORA, PEFT_LORA_FIELDS } from './config.js';

@@ -6,7 +6,7 @@
 import { Module, Container } from '../../nn/module.js';
 import { Linear, Conv1D, Dropout, type LinearLayer } from '../../nn/layers.js';
 import { keep, noGrad, tidy, zeros, stack, cat, type Tensor } from '../../tensor/index.js';
-import type { AdapterConfigBase, AdapterContext, TunerLayer } from '../types.js';
+import type { AdapterConfigBase, AdapterContext, AddLayerOptions, TunerLayer } from '../types.js';
 import { patternValue } from '../targets.js';
 import { LOAD_ONLY_INITS, type LoraConfig } from './config.js';
 import { randomInit, pissaInit, cordaInit, oloraInit, seedFor } from './init.js';
@@ -23,14 +23,16 @@ interface AdapterState {
   initial: { A: Tensor; B: Tensor } | null;
 }
 
-export interface LoraAddOptions {
-  seed: number;
-  /** CorDA: the input covariance (I, I) of this layer, collected from sample data. */
-  covariance?: Tensor;
+/** What LoRA's runtime puts into ctx.slots.LORA before each forward. */
+export interface LoraSlot {
+  /** DyLoRA: the rank sampled for this training step. */
+  dyloraRank?: number;
 }
 
 export class LoraLayer extends Module implements TunerLayer {
   readonly isTunerLayer = true as const;
+  readonly isAdapterPart = true as const;
+  readonly peftType = 'LORA';
   readonly base_layer: LinearLayer;
   readonly lora_A = this.module('lora_A', new Container());
   readonly lora_B = this.module('lora_B', new Container());
@@ -77,7 +79,7 @@ export class LoraLayer extends Module implements TunerLayer {
     return this.fanInFanOut ? w.transpose(0, 1) : w;
   }
 
-  addAdapter(name: string, config: AdapterConfigBase, path: string, opts: LoraAddOptions): void {
+  addAdapter(name: string, config: AdapterConfigBase, path: string, opts: AddLayerOptions): void {
     const c = config as LoraConfig;
     if (this.adapters.has(name)) throw new Error(`adapter "${name}" already exists on ${path}`);
     const r = patternValue(c.rankPattern, path) ?? c.r;
@@ -100,8 +102,10 @@ export class LoraLayer extends Module implements TunerLayer {
       if (c.initLoraWeights === 'pissa' || /^pissa_niter_\d+$/.test(String(c.initLoraWeights))) init = pissaInit(this.baseWeightOI(), r, s);
       else if (c.initLoraWeights === 'olora') init = oloraInit(this.baseWeightOI(), r, s);
       else if (c.initLoraWeights === 'corda') {
-        if (!opts.covariance) throw new Error(`CorDA needs the input covariance of ${path}: pass sample data (corda.samples) when adding the adapter`);
-        init = cordaInit(this.baseWeightOI(), opts.covariance, r, s, c.cordaMethod);
+        // CorDA: the input covariance (I, I) of this layer, collected by the method's prepareAdapter from sample data.
+        const cov = opts.data as Tensor | undefined;
+        if (!cov) throw new Error(`CorDA needs the input covariance of ${path}: pass sample data (data: batches of input ids) when adding the adapter`);
+        init = cordaInit(this.baseWeightOI(), cov, r, s, c.cordaMethod);
       } else init = randomInit(c.initLoraWeights, r, this.inFeatures, this.outFeatures, opts.seed, `${path}.${name}`);
       const dev = this.base_layer.weight.device;  // adapters live on their layer's device
       a.setParameter('weight', init.A.to(trainDt, dev), true);
@@ -159,7 +163,7 @@ export class LoraLayer extends Module implements TunerLayer {
   private activeRank(name: string): number {
     const s = this.adapters.get(name)!;
     if (!s.dylora) return s.r;
-    const b = this.training ? this.ctx.step.dyloraRank : this.dyloraEvalRank;
+    const b = this.training ? (this.ctx.slots.LORA as LoraSlot | undefined)?.dyloraRank : this.dyloraEvalRank;
     return Math.min(s.r, Math.max(1, b ?? s.r));
   }
 

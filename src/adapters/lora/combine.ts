@@ -8,11 +8,11 @@
 // the configs' (r, or the largest rank_pattern value), so "cat" has rank Σ r_i; svdClamp clips U S
 // and Vh at that quantile of their entries. The new adapter trains no biases and carries no
 // lora_bias, token rows or layer replication (only A and B are combined).
-import { tidy, keep, noGrad, cat, svd, type Tensor } from '../tensor/index.js';
-import type { PeftModel } from './peft-model.js';
-import { LoraLayer } from './lora/layer.js';
-import type { LoraConfig } from './lora/config.js';
-import { taskArithmetic, ties, dareLinear, dareTies, magnitudePruneMerge, type SignMethod } from './merge-utils.js';
+import { tidy, keep, noGrad, cat, svd, type Tensor } from '../../tensor/index.js';
+import type { PeftModel } from '../peft-model.js';
+import { LoraLayer } from './layer.js';
+import type { LoraConfig } from './config.js';
+import { taskArithmetic, ties, dareLinear, dareTies, magnitudePruneMerge, type SignMethod } from '../merge-utils.js';
 
 export type Combination =
   | 'linear' | 'cat' | 'svd' | 'ties' | 'ties_svd' | 'dare_linear' | 'dare_ties' | 'dare_linear_svd' | 'dare_ties_svd'

@@ -1,8 +1,8 @@
 // Input covariances of chosen linear layers over sample data, for CorDA (PEFT corda.py's
 // calib_cov_distribution): per sample row X (T, I), scaled by 1/|max(X)|, C += Xᵀ X; C /= rows.
-import { Module } from '../nn/module.js';
-import { noGrad, tidy, keep, zeros, type Tensor } from '../tensor/index.js';
-import type { PretrainedModel } from '../models/types.js';
+import { Module } from '../../nn/module.js';
+import { noGrad, tidy, keep, zeros, type Tensor } from '../../tensor/index.js';
+import type { PretrainedModel } from '../../models/types.js';
 
 class Recorder extends Module {
   cov: Tensor;
