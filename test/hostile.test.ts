@@ -134,7 +134,7 @@ const cases: Case[] = [
   { name: 'vocab_size 1e12', args: ['score', '--model', vocab1e12, '--ids', '1,2'], status: 1, message: /vocab_size 1000000000000.*more than the/ },
   { name: 'intermediate_size 1e12', args: ['score', '--model', inter1e12, '--ids', '1,2'], status: 1, message: /intermediate_size 1000000000000.*more than the/ },
   { name: 'init-model --hidden 1000000', args: ['init-model', '--arch', 'llama', '--out', p('init-huge'), '--hidden', '1000000'], status: 1, message: /hidden_size 1000000.*more than the/, after: () => assert.ok(!existsSync(p('init-huge')), 'nothing written') },
-  { name: 'train --r 100000000', args: train(p('run-r'), '--r', '100000000'), status: 1, message: /LoRA rank r = 100000000.*use a smaller r/ },
+  { name: 'train --r 100000000', args: train(p('run-r'), '--r', '100000000'), status: 1, message: /LORA rank r = 100000000.*use a smaller r/ },
   { name: 'adapter_config.json r 1e8', args: ['score', '--model', model, '--adapter', hugeR, '--ids', '1,2'], status: 1, message: /r = 100000000.*use a smaller r/ },
   // 2. FIFOs and other non-regular files are refused, never waited on
   { name: 'FIFO model.safetensors', args: ['score', '--model', fifoWeights, '--ids', '1,2'], status: 1, message: /model\.safetensors is a named pipe \(FIFO\), not a regular file/ },

@@ -1,2 +1,7 @@
 // Every adapter method that ships with adapterkit, registered on import (LoRA first: the default).
 import './lora/index.js';
+import './ia3/index.js';
+import './ssf/index.js';
+import './hydra/index.js';
+import './prompt/index.js';
+import './bottleneck/index.js';

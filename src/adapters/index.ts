@@ -8,3 +8,8 @@ export { DEFAULT_LORA_TARGETS } from './targets.js';
 export { LoraLayer, LoraEmbedding, type LoraConfig, type LoraOptions, type LoraInit, DEFAULT_LORA, PEFT_LORA_FIELDS, LoraRuntime, loraRuntime, setDyloraRank, addWeightedAdapter, type Combination, type CombineOptions } from './lora/index.js';
 export type { AdapterConfigBase, AdapterContext, AdapterMethod, AdapterOptions, TunerLayer, AdapterPart, AdapterCapabilities, AdapterFileFormat, MethodRuntime, InjectArgs, SaveTransformArgs, AddLayerOptions } from './types.js';
 export { isTunerLayer, isAdapterPart } from './types.js';
+export { IA3, Ia3Layer, type Ia3Config, type Ia3Options, resolveIa3, DEFAULT_IA3, DEFAULT_IA3_TARGETS, IA3_FIELDS } from './ia3/index.js';
+export { SSF, SsfLayer, type SsfConfig, type SsfOptions, type SsfInit, resolveSsf, DEFAULT_SSF, DEFAULT_SSF_TARGETS, SSF_FIELDS } from './ssf/index.js';
+export { HYDRA, HydraLayer, type HydraConfig, type HydraOptions, resolveHydra, DEFAULT_HYDRA, HYDRA_FIELDS } from './hydra/index.js';
+export { BOTTLENECK, resolveBottleneck, BN_PRESETS, type BottleneckConfig, type BottleneckOptions, BottleneckSite, BnAdapter, InvertibleAdapters, NICECouplingBlock, PHMLayer, ADAPTERHUB_FORMAT } from './bottleneck/index.js';
+export { PROMPT_TUNING, P_TUNING, PREFIX_TUNING, PromptEncoderPart, type PromptTuningConfig, type PTuningConfig, type PrefixTuningConfig, type PromptTuningOptions, type PTuningOptions, type PrefixTuningOptions } from './prompt/index.js';

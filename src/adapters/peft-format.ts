@@ -61,7 +61,7 @@ export function savePeftAdapters(peft: PeftModel, dir: string, opts: SaveOptions
       const out = adapterDir(dir, name);
       mkdirSync(out, { recursive: true });
       noGrad(() => writeSafetensors(join(out, format.weightsFile), tensors, { format: 'pt' }));
-      writeFileAtomic(join(out, 'adapter_config.json'), new TextEncoder().encode(JSON.stringify(json, null, 2) + '\n'));
+      writeFileAtomic(join(out, 'adapter_config.json'), new TextEncoder().encode(format.configText?.(json) ?? JSON.stringify(json, null, 2) + '\n'));
     } finally {
       temps.forEach((t) => t.dispose());
     }

@@ -121,6 +121,8 @@ export interface AdapterFileFormat {
   modelKey(fileKey: string, model: PretrainedModel): string | null;
   /** Other formats' weights files to name in the error when weightsFile is missing. */
   alternatives?: string[];
+  /** The config file's text (default: JSON, indent 2); AdapterHub needs floats written as floats. */
+  configText?(json: Record<string, unknown>): string;
 }
 
 export interface SaveTransformArgs<C> {
@@ -151,6 +153,13 @@ export interface AdapterMethod<C extends AdapterConfigBase = AdapterConfigBase> 
   readonly presets?: Readonly<Record<string, Partial<C>>>;
   /** One line for `adapterkit train --help` and the README: paper, what it trains. */
   readonly summary: string;
+  /**
+   * Options given as text that a runner with a tokenizer turns into token ids before creating the
+   * adapter: text key -> ids key (prompt tuning: promptTuningInitText -> promptTuningInitIds).
+   */
+  readonly textOptions?: Readonly<Record<string, string>>;
+  /** `adapterkit train` flags this method takes, flag name -> config key (e.g. r -> r, alpha -> loraAlpha). */
+  readonly cliFlags?: Readonly<Record<string, string>>;
   capabilities(config: C): AdapterCapabilities;
   /** The file format (default: PEFT's adapter_model.safetensors with `base_model.model.` keys). */
   readonly format?: AdapterFileFormat;

@@ -8,7 +8,7 @@ import type { DType } from '../tensor/index.js';
 import { UsageError } from './common.js';
 import { readRegularFile } from '../io/files.js';
 import { readConfig } from '../models/config.js';
-import { checkLoraFits } from '../models/size.js';
+import { checkRankFits } from '../models/size.js';
 import { assertFiniteParameters } from '../models/finite.js';
 
 export const ADAPTER_FLAGS = `  --adapter DIR[,DIR...]      apply PEFT adapter(s); several are combined
@@ -70,5 +70,5 @@ function checkAdapterRank(modelDir: string, adapterDir: string): void {
   }
   const ranks = [cfg.r, ...Object.values((cfg.rank_pattern ?? {}) as Record<string, unknown>)].filter((r): r is number => typeof r === 'number' && Number.isFinite(r));
   if (!ranks.length) return;
-  checkLoraFits(readConfig(`${modelDir}/config.json`), Math.max(...ranks), `${adapterDir}/adapter_config.json`);
+  checkRankFits(readConfig(`${modelDir}/config.json`), Math.max(...ranks), `${adapterDir}/adapter_config.json`, { what: typeof cfg.peft_type === 'string' ? cfg.peft_type : 'adapter' });
 }

@@ -4,13 +4,22 @@ import { parse as parseYaml } from 'yaml';
 import { runTraining, type RunConfig } from '../train/run.js';
 import { checkRunKeys } from '../train/run-keys.js';
 import { parseFlags, numberFlag, UsageError } from './common.js';
+import { adapterMethodList, methodByName } from '../adapters/index.js';
 
-export const TRAIN_USAGE = `usage: adapterkit train [--config FILE.json|yaml] [options]
+/** Every method name --method takes, grouped by method, for the usage text. */
+function methodLines(): string {
+  return adapterMethodList().map((m) => `    ${m.names.join(' | ')}\n        ${m.summary}`).join('\n');
+}
+
+export const TRAIN_USAGE = () => `usage: adapterkit train [--config FILE.json|yaml] [options]
   --model DIR             HF checkpoint folder (config.json, *.safetensors, tokenizer.json)
   --data FILE             training data (.jsonl, .csv, .txt)   --eval-data FILE
   --task T                causal-lm (default), instruction, sequence-classification, token-classification
-  --method lora|full      (default lora)        --output DIR (required)
-  --r N --alpha N --dropout P --targets a,b|all-linear --dora --rslora
+  --method NAME           an adapter method (below) or full (default lora)   --output DIR (required)
+  --targets a,b|all-linear  modules to adapt (methods that wrap layers)
+  --r N --alpha N --dropout P   rank, scaling and dropout where the method has them (LoRA, Hydra, …)
+  --dora --rslora         LoRA variants     --reduction N  bottleneck reduction factor   --virtual-tokens N  prompt/prefix length
+  --adapter-options JSON  any option of the method, e.g. '{"nonLinearity":"gelu"}' (PEFT's snake_case names work too)
   --lr X --epochs N --max-steps N --batch-size N --grad-accum N --schedule constant|linear|cosine
   --warmup-steps N --eval-every N --save-every N --early-stopping N --seed N --dtype auto|float32|bfloat16 --device cpu|cuda
   --max-length N --skip-bad-rows --resume --gradient-checkpointing
@@ -18,7 +27,9 @@ export const TRAIN_USAGE = `usage: adapterkit train [--config FILE.json|yaml] [o
   --skip-nonfinite        skip steps with a NaN/infinite loss or gradient (default: stop with an error)
   exit status: 0 done, 1 error, 2 usage, 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM (both save a checkpoint first)
 config file fields: model, task, method, dtype, output, data{train,eval,valFraction,maxLength,blockSize,...},
-  lora{r,loraAlpha,loraDropout,targetModules,...}, training{lr,epochs,maxSteps,batchSize,gradAccum,...}`;
+  adapter{the method's options}, lora{r,loraAlpha,...: LoRA's options}, training{lr,epochs,maxSteps,batchSize,gradAccum,...}
+adapter methods:
+${methodLines()}`;
 
 function readConfigFile(path: string): Partial<RunConfig> {
   let text: string;
@@ -42,12 +53,13 @@ export async function trainCommand(args: string[]): Promise<number> {
   const b = { type: 'boolean' } as const;
   const f = parseFlags(args, {
     config: s, model: s, data: s, 'eval-data': s, task: s, method: s, output: s, r: s, alpha: s, dropout: s, targets: s, dora: b, rslora: b,
+    reduction: s, 'virtual-tokens': s, 'adapter-options': s,
     lr: s, epochs: s, 'max-steps': s, 'batch-size': s, 'grad-accum': s, schedule: s, 'warmup-steps': s, 'eval-every': s, 'save-every': s,
     'early-stopping': s, seed: s, dtype: s, device: s, profile: b, 'max-length': s, 'skip-bad-rows': b, resume: b, overwrite: b, 'skip-nonfinite': b, 'no-progress': b, 'gradient-checkpointing': b,
-  }, TRAIN_USAGE);
+  }, TRAIN_USAGE());
   const c: Partial<RunConfig> = f.str('config') ? readConfigFile(f.str('config')!) : {};
   c.data = { ...(c.data ?? { train: '' }) };
-  c.lora = { ...(c.lora ?? {}) };
+  const adapter: Record<string, unknown> = { ...(c.adapter ?? {}) };
   c.training = { ...(c.training ?? {}) };
   const str = (k: string) => f.str(k);
   const num = (k: string, int = false) => numberFlag(f.str(k), k, { int, min: 0 });
@@ -62,12 +74,33 @@ export async function trainCommand(args: string[]): Promise<number> {
   if (f.bool('profile')) c.training.profile = true;
   if (str('max-length')) c.data.maxLength = num('max-length', true);
   if (f.bool('skip-bad-rows')) c.data.onBadRow = 'skip';
-  if (str('r')) c.lora.r = num('r', true);
-  if (str('alpha')) c.lora.loraAlpha = num('alpha');
-  if (str('dropout')) c.lora.loraDropout = num('dropout');
-  if (str('targets')) c.lora.targetModules = str('targets') === 'all-linear' ? 'all-linear' : str('targets')!.split(',');
-  if (f.bool('dora')) c.lora.useDora = true;
-  if (f.bool('rslora')) c.lora.useRslora = true;
+  // Method flags: each method says which it takes (flag -> its config key); others are refused by name.
+  const methodName = c.method ?? 'lora';
+  const m = methodName === 'full' ? null : methodByName(methodName, false);
+  const methodFlag = (flag: string, value: unknown) => {
+    const key = m?.method.cliFlags?.[flag];
+    if (!key) throw new UsageError(`--${flag} does not apply to method "${methodName}"${m ? ` (its flags: ${Object.keys(m.method.cliFlags ?? {}).map((k) => `--${k}`).join(', ') || 'none'}; others via --adapter-options)` : ''}`);
+    adapter[key] = value;
+  };
+  if (str('adapter-options')) {
+    let v: unknown;
+    try {
+      v = JSON.parse(str('adapter-options')!);
+    } catch (e) {
+      throw new UsageError(`--adapter-options must be a JSON object: ${(e as Error).message}`);
+    }
+    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new UsageError('--adapter-options must be a JSON object, e.g. \'{"r": 8}\'');
+    Object.assign(adapter, v);
+  }
+  if (str('r')) methodFlag('r', num('r', true));
+  if (str('alpha')) methodFlag('alpha', num('alpha'));
+  if (str('dropout')) methodFlag('dropout', num('dropout'));
+  if (str('reduction')) methodFlag('reduction', num('reduction'));
+  if (str('virtual-tokens')) methodFlag('virtual-tokens', num('virtual-tokens', true));
+  if (str('targets')) adapter.targetModules = str('targets') === 'all-linear' ? 'all-linear' : str('targets')!.split(',');
+  if (f.bool('dora')) methodFlag('dora', true);
+  if (f.bool('rslora')) methodFlag('rslora', true);
+  if (Object.keys(adapter).length) c.adapter = adapter;
   const t = c.training;
   if (str('lr')) t.lr = num('lr');
   if (str('epochs')) t.epochs = num('epochs');
@@ -88,7 +121,7 @@ export async function trainCommand(args: string[]): Promise<number> {
     // Stopped by a signal (after saving): the shell's 128 + signal number, so scripts can tell.
     if (r.stopped === 'signal') return r.signal === 'SIGTERM' ? 143 : 130;
   } catch (e) {
-    if (/training config: .* is required/.test((e as Error).message)) throw new UsageError(`${(e as Error).message}\n\n${TRAIN_USAGE}`);
+    if (/training config: .* is required/.test((e as Error).message)) throw new UsageError(`${(e as Error).message}\n\n${TRAIN_USAGE()}`);
     throw e;
   }
   return 0;

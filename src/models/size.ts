@@ -88,17 +88,18 @@ export function checkModelFits(raw: RawConfig, dtype: string | undefined, source
 }
 
 /**
- * Throws when LoRA of rank `r` on every linear layer of the model would not fit (for training:
- * weights, gradients and two AdamW moments, float32), before any adapter tensor is allocated.
+ * Throws when a low-rank adapter of rank `r` (LoRA, Hydra, …) on every linear layer of the model would
+ * not fit (for training: weights, gradients and two AdamW moments, float32), before any adapter tensor
+ * is allocated. `what` names the method in the message.
  */
-export function checkLoraFits(raw: RawConfig, r: number, source: string, o: { training?: boolean } = {}): void {
+export function checkRankFits(raw: RawConfig, r: number, source: string, o: { training?: boolean; what?: string } = {}): void {
   const d = dims(raw);
   // Up to 7 linears per block (q, k, v, o, gate, up, down), each adding r * (in + out) parameters.
   const params = r * d.layers * (4 * 2 * d.hidden + 3 * (d.hidden + d.inner));
   const bytes = params * 4 * (o.training ? 4 : 1);
   const avail = availableMemory();
   if (bytes > avail) {
-    throw new Error(`${source}: LoRA rank r = ${r} on this model (${d.named.join(', ')}) would need about ${human(bytes)}${o.training ? ' to train' : ''}, ` +
+    throw new Error(`${source}: ${o.what ?? 'adapter'} rank r = ${r} on this model (${d.named.join(', ')}) would need about ${human(bytes)}${o.training ? ' to train' : ''}, ` +
       `more than the ${human(avail)} of memory available; use a smaller r (8 to 64 is usual)`);
   }
 }

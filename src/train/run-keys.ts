@@ -1,12 +1,12 @@
 // The keys a training run config may have (top level, `data:` and `training:`), and the check that
 // refuses any other with a "did you mean". A misspelt key ("learningRate") would otherwise keep the
-// default silently and train something else than asked. The `lora:` section is checked by the
-// adapter config itself.
+// default silently and train something else than asked. The `adapter:` (and `lora:`) section is
+// checked by the adapter method's own config.
 import { rejectUnknownKeys } from '../io/config-keys.js';
 import { DEFAULT_TRAINER } from './trainer.js';
 import type { RunConfig } from './run.js';
 
-export const RUN_KEYS = ['model', 'task', 'output', 'method', 'dtype', 'device', 'data', 'lora', 'training'] as const;
+export const RUN_KEYS = ['model', 'task', 'output', 'method', 'dtype', 'device', 'data', 'adapter', 'lora', 'training'] as const;
 
 export const DATA_KEYS = [
   'train', 'eval', 'valFraction', 'maxLength', 'blockSize', 'onBadRow', 'textField', 'labelField', 'promptField', 'responseField',
@@ -51,4 +51,5 @@ export function checkRunKeys(c: object): void {
   const training = section(raw, 'training');
   if (training) rejectUnknownKeys(training, TRAINING_KEYS, 'training config "training"', TRAINING_ALIASES);
   section(raw, 'lora');
+  section(raw, 'adapter');
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { loadModel } from '../models/load.js';
 import { HFTokenizer } from '../tokenizer/tokenizer.js';
-import { PeftModel, type LoraConfig } from '../adapters/index.js';
+import { PeftModel, methodByName, type LoraConfig } from '../adapters/index.js';
 import {
   readRecords, buildCausalLm, buildInstruction, buildSequenceClassification, buildTokenClassification, trainValSplit,
   collateOptions, type Example, type DataRecord,
@@ -13,7 +13,7 @@ import { autoDtype, type DType, type Device } from '../tensor/index.js';
 import type { Task } from '../models/types.js';
 import { Trainer, type TrainerConfig, type TrainResult } from './trainer.js';
 import { checkRunKeys } from './run-keys.js';
-import { checkLoraFits } from '../models/size.js';
+import { checkRankFits } from '../models/size.js';
 import { assertFiniteParameters } from '../models/finite.js';
 import { readConfig } from '../models/config.js';
 import { prepareRunOutput, reportSkipped } from './run-output.js';
@@ -25,7 +25,12 @@ export interface RunConfig {
   model: string;
   task: RunTask;
   output: string;
-  method: 'lora' | 'full';
+  /**
+   * "full" (every weight trains) or an adapter method by any of its names: lora, dora, ia3, ssf,
+   * hydra, bottleneck (seq_bn / pfeiffer), houlsby, parallel, compacter, compacter++, prefix, prompt,
+   * p-tuning, … (adapterkit train --help lists them). Default lora.
+   */
+  method: string;
   /** 'auto' (default): bfloat16 where the hardware computes it natively, else float32. */
   dtype: DType | 'auto';
   /** 'cpu' (default) or 'cuda[:N]'. */
@@ -46,6 +51,9 @@ export interface RunConfig {
     tokensField?: string;
     tagsField?: string;
   };
+  /** Options of the adapter method (its config keys, camelCase or PEFT's snake_case), over the preset the method name picks. */
+  adapter?: Record<string, unknown>;
+  /** LoRA options (the section's older name; for LoRA methods only, merged under `adapter`). */
   lora?: Partial<LoraConfig>;
   training?: Partial<TrainerConfig>;
 }
@@ -63,11 +71,22 @@ export function validateRunConfig(c: Partial<RunConfig>): RunConfig {
   const task = c.task ?? 'causal-lm';
   if (!(task in MODEL_TASK)) throw new Error(`training config: task must be one of ${Object.keys(MODEL_TASK).join(', ')}, got "${task}"`);
   const method = c.method ?? 'lora';
-  if (method !== 'lora' && method !== 'full') throw new Error(`training config: method must be lora or full, got "${method}"`);
+  if (typeof method !== 'string') throw new Error(`training config: method must be a string, got ${JSON.stringify(method)}`);
+  if (method !== 'full') {
+    const m = methodByName(method, false);
+    if (!m) methodByName(method, true);  // throws, listing every method
+    if (c.lora && Object.keys(c.lora).length && m!.method.peftType !== 'LORA') throw new Error(`training config: the "lora" section applies to LoRA methods; method "${method}" takes its options in "adapter"`);
+  } else if (c.adapter && Object.keys(c.adapter).length) throw new Error('training config: method "full" takes no "adapter" options');
   const dtype = c.dtype ?? 'auto';
   if (!['auto', 'float32', 'bfloat16', 'float16'].includes(dtype)) throw new Error(`training config: dtype must be auto, float32, bfloat16 or float16, got "${dtype}"`);
   if (c.device !== undefined && !/^(cpu|cuda(:\d+)?)$/.test(c.device)) throw new Error(`training config: device must be cpu, cuda or cuda:N, got "${c.device}"`);
   return { ...(c as RunConfig), task, method, dtype };
+}
+
+/** The adapter options of a run: the preset of the method's name, then `lora` (LoRA only), then `adapter`. */
+export function resolveMethodOptions(c: RunConfig): { peftType: string; options: Record<string, unknown> } {
+  const { method, preset } = methodByName(c.method, true);
+  return { peftType: method.peftType, options: { ...preset, ...(method.peftType === 'LORA' ? c.lora ?? {} : {}), ...(c.adapter ?? {}) } };
 }
 
 async function buildExamples(records: DataRecord[], tok: HFTokenizer, c: RunConfig, labelMap?: Record<string, number>) {
@@ -90,7 +109,9 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
   const log = o.log ?? ((s: string) => console.log(s));
   // Before anything costly: never into an earlier run's folder without overwrite; resume needs a checkpoint.
   prepareRunOutput(c.output, c.model, o, log);
-  if (c.method === 'lora' && typeof c.lora?.r === 'number') checkLoraFits(readConfig(join(c.model, 'config.json')), c.lora.r, 'lora.r (--r)', { training: true });
+  const adapterOptions = c.method === 'full' ? null : resolveMethodOptions(c);
+  const rank = adapterOptions?.options.r;
+  if (typeof rank === 'number') checkRankFits(readConfig(join(c.model, 'config.json')), rank, 'the adapter rank (--r)', { training: true, what: adapterOptions!.peftType });
   const tok = HFTokenizer.fromDir(c.model);
   const trainRead = readRecords(c.data.train, { onBadRow: c.data.onBadRow ?? 'error' });
   const built = await buildExamples(trainRead.records, tok, c);
@@ -124,9 +145,17 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
     model.config.id2label = Object.fromEntries(Object.entries(label2id).map(([k, v]) => [String(v), k]));
   }
   let peft: PeftModel | null = null;
-  if (c.method === 'lora') {
+  if (adapterOptions) {
     const head = MODEL_TASK[c.task] === 'causal-lm' ? null : model.namedModules().map(([p]) => p).filter((p) => /^(score|classifier)$/.test(p));
-    peft = PeftModel.create(model, { modulesToSave: head && head.length ? head : null, taskType: c.task === 'sequence-classification' ? 'SEQ_CLS' : c.task === 'token-classification' ? 'TOKEN_CLS' : 'CAUSAL_LM', ...c.lora }, { seed: c.training?.seed ?? 0 });
+    const taskType = c.task === 'sequence-classification' ? 'SEQ_CLS' : c.task === 'token-classification' ? 'TOKEN_CLS' : 'CAUSAL_LM';
+    const options = { modulesToSave: head && head.length ? head : null, taskType, ...adapterOptions.options, peftType: adapterOptions.peftType };
+    // Options given as text (a prompt's init text) become token ids with the model's tokenizer.
+    for (const [textKey, idsKey] of Object.entries(methodByName(c.method, true).method.textOptions ?? {})) {
+      const text = (options as Record<string, unknown>)[textKey];
+      if (typeof text === 'string' && (options as Record<string, unknown>)[idsKey] === undefined) (options as Record<string, unknown>)[idsKey] = await tok.encode(text);
+    }
+    peft = PeftModel.create(model, options as never, { seed: c.training?.seed ?? 0 });
+    log(`method ${c.method} (${adapterOptions.peftType})`);
     peft.printTrainableParameters(log);
   } else model.requiresGrad_(true);
   log(`data: ${train.length} training and ${evalSet.length} evaluation examples (${c.task})`);

@@ -16,6 +16,7 @@ export const LORA: AdapterMethod<LoraConfig> = {
   peftType: 'LORA',
   names: ['lora', 'dora', 'rslora', 'dylora', 'pissa', 'olora', 'corda'],
   presets: { dora: { useDora: true }, rslora: { useRslora: true }, dylora: { dylora: true }, pissa: { initLoraWeights: 'pissa' }, olora: { initLoraWeights: 'olora' }, corda: { initLoraWeights: 'corda' } },
+  cliFlags: { r: 'r', alpha: 'loraAlpha', dropout: 'loraDropout', dora: 'useDora', rslora: 'useRslora' },
   summary: 'LoRA (Hu et al. 2021): y = Wx + (alpha/r) B A x on linear layers and embeddings; variants DoRA, rsLoRA, DyLoRA, PiSSA, OLoRA, CorDA',
   capabilities: (c) => ({ mergeable: true, mixedBatch: !c.useDora, kvCache: true, composable: true }),
   format: {
