@@ -4,8 +4,8 @@ export { savePeftAdapters, loadPeftAdapter, readAdapterConfig, adapterDir, type 
 export { registerAdapter, adapterMethod, adapterMethods, adapterMethodList, methodByName, defaultAdapterMethod } from './registry.js';
 export { PEFT_FORMAT } from './format.js';
 export { resolveWith, peftJsonToOptions, optionsToPeftJson, BASE_FIELDS, BASE_DEFAULTS } from './config-base.js';
-export { DEFAULT_LORA_TARGETS } from './targets.js';
-export { LoraLayer, LoraEmbedding, type LoraConfig, type LoraOptions, type LoraInit, DEFAULT_LORA, PEFT_LORA_FIELDS, LoraRuntime, loraRuntime, setDyloraRank, addWeightedAdapter, type Combination, type CombineOptions } from './lora/index.js';
+export { DEFAULT_QV_TARGETS } from './targets.js';
+export { LoraLayer, LoraEmbedding, type LoraConfig, type LoraOptions, type LoraInit, DEFAULT_LORA, DEFAULT_LORA_TARGETS, PEFT_LORA_FIELDS, LoraRuntime, loraRuntime, setDyloraRank, addWeightedAdapter, type Combination, type CombineOptions } from './lora/index.js';
 export type { AdapterConfigBase, AdapterContext, AdapterMethod, AdapterOptions, TunerLayer, AdapterPart, AdapterCapabilities, AdapterFileFormat, MethodRuntime, InjectArgs, SaveTransformArgs, AddLayerOptions } from './types.js';
 export { isTunerLayer, isAdapterPart } from './types.js';
 export { IA3, Ia3Layer, type Ia3Config, type Ia3Options, resolveIa3, DEFAULT_IA3, DEFAULT_IA3_TARGETS, IA3_FIELDS } from './ia3/index.js';

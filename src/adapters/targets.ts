@@ -5,8 +5,8 @@ import type { Module } from '../nn/module.js';
 import { isLinearLayer } from '../nn/layers.js';
 import type { AdapterConfigBase } from './types.js';
 
-/** PEFT's default LoRA targets (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
-export const DEFAULT_LORA_TARGETS: Readonly<Record<string, string[]>> = {
+/** The attention query/value projections of each family (PEFT's default low-rank targets, TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
+export const DEFAULT_QV_TARGETS: Readonly<Record<string, string[]>> = {
   gpt2: ['c_attn'],
   llama: ['q_proj', 'v_proj'],
   mistral: ['q_proj', 'v_proj'],

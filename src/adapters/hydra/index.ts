@@ -2,7 +2,7 @@
 import { registerAdapter } from '../registry.js';
 import { isLinearLayer } from '../../nn/layers.js';
 import type { Module } from '../../nn/module.js';
-import { DEFAULT_LORA_TARGETS } from '../targets.js';
+import { DEFAULT_QV_TARGETS } from '../targets.js';
 import type { AdapterMethod, TunerLayer } from '../types.js';
 import { resolveHydra, hydraFromJson, hydraToJson, type HydraConfig } from './config.js';
 import { HydraLayer } from './layer.js';
@@ -16,7 +16,7 @@ export const HYDRA: AdapterMethod<HydraConfig> = {
   toJson: hydraToJson,
   resolve: resolveHydra,
   // The paper builds on LoRA and adapts the same attention projections.
-  defaultTargets: (modelType) => DEFAULT_LORA_TARGETS[modelType] ?? null,
+  defaultTargets: (modelType) => DEFAULT_QV_TARGETS[modelType] ?? null,
   canWrap: (m: Module) => isLinearLayer(m),
   wrap: (base, ctx) => {
     if (!isLinearLayer(base)) throw new Error(`Hydra cannot wrap a ${base.constructor.name} (it needs a Linear or Conv1D)`);

@@ -1,7 +1,7 @@
 // LoRA: one registerAdapter call (convention 3).
 import { registerAdapter } from '../registry.js';
 import { isLinearLayer, Embedding } from '../../nn/layers.js';
-import { DEFAULT_LORA_TARGETS } from '../targets.js';
+import { DEFAULT_QV_TARGETS as DEFAULT_LORA_TARGETS } from '../targets.js';
 import { isTunerLayer, type AdapterMethod, type TunerLayer } from '../types.js';
 import { resolveLora, loraFromJson, loraToJson, type LoraConfig } from './config.js';
 import { LoraLayer } from './layer.js';
@@ -66,6 +66,7 @@ export const LORA: AdapterMethod<LoraConfig> = {
 registerAdapter(LORA);
 
 export { LoraLayer } from './layer.js';
+export { DEFAULT_LORA_TARGETS };
 export { LoraEmbedding } from './embedding.js';
 export { LoraRuntime, loraRuntime, setDyloraRank } from './dylora.js';
 export { addWeightedAdapter, type Combination, type CombineOptions } from './combine.js';
