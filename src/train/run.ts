@@ -86,7 +86,12 @@ export function validateRunConfig(c: Partial<RunConfig>): RunConfig {
 /** The adapter options of a run: the preset of the method's name, then `lora` (LoRA only), then `adapter`. */
 export function resolveMethodOptions(c: RunConfig): { peftType: string; options: Record<string, unknown> } {
   const { method, preset } = methodByName(c.method, true);
-  return { peftType: method.peftType, options: { ...preset, ...(method.peftType === 'LORA' ? c.lora ?? {} : {}), ...(c.adapter ?? {}) } };
+  const given = { ...(method.peftType === 'LORA' ? c.lora ?? {} : {}), ...(c.adapter ?? {}) };
+  // A user's key overrides the preset's whichever spelling it uses (reduction_factor over reductionFactor).
+  const camel = (k: string) => k.replace(/_([a-z0-9])/g, (_, ch: string) => ch.toUpperCase());
+  const base: Record<string, unknown> = { ...preset };
+  for (const k of Object.keys(given)) if (camel(k) !== k) delete base[camel(k)];
+  return { peftType: method.peftType, options: { ...base, ...given } };
 }
 
 async function buildExamples(records: DataRecord[], tok: HFTokenizer, c: RunConfig, labelMap?: Record<string, number>) {

@@ -65,6 +65,7 @@ export const BOTTLENECK: AdapterMethod<BottleneckConfig> = {
   peftType: 'BOTTLENECK',
   names: Object.keys(BN_PRESETS),
   presets: BN_PRESETS as Record<string, Partial<BottleneckConfig>>,
+  cliFlags: { reduction: 'reductionFactor', dropout: 'dropout' },
   summary: 'bottleneck adapters at each residual connection (AdapterHub: Pfeiffer/Houlsby/parallel, invertible, Compacter); trains down/up projections',
   capabilities: () => ({ mergeable: false, mixedBatch: true, kvCache: true, composable: true }),
   format: ADAPTERHUB_FORMAT,

@@ -10,6 +10,7 @@ import { HydraLayer } from './layer.js';
 export const HYDRA: AdapterMethod<HydraConfig> = {
   peftType: 'HYDRA',
   names: ['hydra'],
+  cliFlags: { r: 'r', alpha: 'hydraAlpha', dropout: 'hydraDropout' },
   summary: 'Hydra (Kim et al. 2023): a parallel low-rank branch on the input plus a sequential one on the layer output',
   capabilities: () => ({ mergeable: true, mixedBatch: true, kvCache: true, composable: true }),
   fromJson: hydraFromJson,
