@@ -30,7 +30,10 @@ export interface GenerateStep {
  */
 export function contextLength(model: PretrainedModel): number | null {
   const v = model.config.max_position_embeddings ?? model.config.n_positions;
-  return typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : null;
+  if (!(typeof v === 'number' && Number.isInteger(v) && v > 0)) return null;
+  // Virtual tokens of prompt/prefix tuning take positions before the caller's.
+  const virtual = (model.hooks.prompt?.()?.length ?? 0) + (model.hooks.prefix?.()?.length ?? 0);
+  return v - virtual;
 }
 
 function requireCausalLM(model: PretrainedModel): void {

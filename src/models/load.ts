@@ -66,6 +66,8 @@ export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
     loadWeights(model, dir, opts);
     if (opts.device && opts.device !== 'cpu') model.to(opts.device);
     model.requiresGrad_(false).eval();  // frozen and in eval mode (as HF from_pretrained) until a trainer says otherwise
+    // As HF's from_pretrained: the folder it came from, which adapter configs record as base_model_name_or_path.
+    if (typeof config._name_or_path !== 'string' || config._name_or_path === '') config._name_or_path = dir;
   } catch (e) {
     model.dispose();
     throw e;
