@@ -11,7 +11,7 @@ export * from './adapters/index.js';
 export { loadModel, createModel, saveModel, CheckpointMismatchError, type LoadOptions } from './models/load.js';
 export { generate, generateStream, score, type GenerateOptions, type ScoreResult } from './models/generate.js';
 export type { PretrainedModel, ModelInput, ModelOutput, Task } from './models/types.js';
-export { KVCache } from './models/cache.js';
+export { KVCache, type KVStore } from './models/cache.js';
 export { HFTokenizer, type ChatMessage } from './tokenizer/tokenizer.js';
 export { SafetensorsFile, readSafetensors, writeSafetensors, SafetensorsError } from './io/safetensors.js';
 export { CheckpointReader, writeSharded } from './io/checkpoint.js';

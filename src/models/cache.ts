@@ -2,7 +2,15 @@
 // It owns its tensors (kept out of scopes) and frees them in dispose().
 import { cat, keep, type Tensor } from '../tensor/index.js';
 
-export class KVCache {
+/** What a model's attention layers need from a cache: the cached length and an append that returns every key/value. */
+export interface KVStore {
+  /** Positions already cached (the same for every row; padding is masked by the attention mask). */
+  readonly length: number;
+  /** Appends this step's keys/values (B, Hkv, T, D) for a layer; returns the full (B, Hkv, S, D). */
+  update(layer: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor };
+}
+
+export class KVCache implements KVStore {
   private readonly k: (Tensor | null)[];
   private readonly v: (Tensor | null)[];
 
@@ -28,6 +36,14 @@ export class KVCache {
     this.k[layer] = nk;
     this.v[layer] = nv;
     return { k: nk, v: nv };
+  }
+
+  /** The cached keys and values of a layer, (B, Hkv, S, D) each (owned by the cache: do not dispose). */
+  layer(l: number): { k: Tensor; v: Tensor } {
+    const k = this.k[l];
+    const v = this.v[l];
+    if (!k || !v) throw new Error(`KV cache: layer ${l} holds nothing yet`);
+    return { k, v };
   }
 
   /** Keeps only the rows in `index` (beam or finished-sequence pruning). */

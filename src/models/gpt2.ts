@@ -9,7 +9,7 @@ import { initWeights } from '../nn/init.js';
 import { TorchError, cat, type Tensor, type DType } from '../tensor/index.js';
 import { Fields, ConfigError, numLabelsOf } from './config.js';
 import { lmHeadOutput, lastTokenOutput } from './heads.js';
-import type { KVCache } from './cache.js';
+import type { KVStore } from './cache.js';
 import { planVirtual, withPrefix, residualSite, type ModelHooks, type PrefixHook } from './hooks.js';
 import { runSegments, type Segments, type ModelSegments } from './segments.js';
 import type { ModelInput, ModelOutput, PretrainedModel, RawConfig, Task, ModelBuildOptions } from './types.js';
@@ -79,7 +79,7 @@ export class GPT2Attention extends Module {
     this.scale = s;
   }
 
-  forward(x: Tensor, allowed: Tensor, cache: KVCache | null, prefix: PrefixHook | null = null): Tensor {
+  forward(x: Tensor, allowed: Tensor, cache: KVStore | null, prefix: PrefixHook | null = null): Tensor {
     const [b, t, c] = x.shape as [number, number, number];
     const h = this.cfg.nHead;
     const d = this.headDim;
@@ -132,7 +132,7 @@ export class GPT2Block extends Module {
     this.ln_2 = this.module('ln_2', new LayerNorm(cfg.nEmbd, cfg.eps, { dtype }));
     this.mlp = this.module('mlp', new GPT2MLP(cfg, dtype));
   }
-  forward(x: Tensor, allowed: Tensor, cache: KVCache | null, prefix: PrefixHook | null = null): Tensor {
+  forward(x: Tensor, allowed: Tensor, cache: KVStore | null, prefix: PrefixHook | null = null): Tensor {
     const a = residualSite(this, 'attention', this.attn.forward(this.ln_1.forward(x), allowed, cache, prefix), x, null);  // (B, T, C)
     return residualSite(this, 'output', this.mlp.forward(this.ln_2.forward(a)), a, null);
   }

@@ -14,7 +14,7 @@ import { initWeights } from '../nn/init.js';
 import { keep, cat, type Tensor, type DType } from '../tensor/index.js';
 import { Fields, ConfigError, numLabelsOf } from './config.js';
 import { lmHeadOutput, lastTokenOutput } from './heads.js';
-import type { KVCache } from './cache.js';
+import type { KVStore } from './cache.js';
 import { planVirtual, withPrefix, residualSite, type ModelHooks, type PrefixHook } from './hooks.js';
 import { runSegments, type Segments, type ModelSegments } from './segments.js';
 import type { ModelInput, ModelOutput, PretrainedModel, RawConfig, Task, ModelBuildOptions } from './types.js';
@@ -111,7 +111,7 @@ export class LlamaAttention extends Module {
     this.v_proj = this.module('v_proj', new Linear(c, hkv * d, { bias: cfg.qkvBias, dtype }));
     this.o_proj = this.module('o_proj', new Linear(h * d, c, { bias: cfg.oBias, dtype }));
   }
-  forward(x: Tensor, rope: Rope, allowed: Tensor, cache: KVCache | null, prefix: PrefixHook | null = null): Tensor {
+  forward(x: Tensor, rope: Rope, allowed: Tensor, cache: KVStore | null, prefix: PrefixHook | null = null): Tensor {
     const [b, t] = x.shape as [number, number, number];
     const { heads: h, kvHeads: hkv, headDim: d } = this.cfg;
     const q = applyRope(this.q_proj.forward(x).view(b, t, h, d).transpose(1, 2), rope.cos, rope.sin);  // (B, H, T, D)
@@ -153,7 +153,7 @@ export class LlamaDecoderLayer extends Module {
     this.input_layernorm = this.module('input_layernorm', new RMSNorm(cfg.hidden, cfg.eps, { dtype }));
     this.post_attention_layernorm = this.module('post_attention_layernorm', new RMSNorm(cfg.hidden, cfg.eps, { dtype }));
   }
-  forward(x: Tensor, rope: Rope, allowed: Tensor, cache: KVCache | null, prefix: PrefixHook | null = null): Tensor {
+  forward(x: Tensor, rope: Rope, allowed: Tensor, cache: KVStore | null, prefix: PrefixHook | null = null): Tensor {
     const a = residualSite(this, 'attention', this.self_attn.forward(this.input_layernorm.forward(x), rope, allowed, cache, prefix), x, null);  // (B, T, C)
     return residualSite(this, 'output', this.mlp.forward(this.post_attention_layernorm.forward(a)), a, null);
   }

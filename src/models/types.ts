@@ -1,7 +1,7 @@
 // What every model file provides, so loading, generation, scoring and adapters work on any family.
 import type { Module } from '../nn/module.js';
 import type { Tensor, DType } from '../tensor/index.js';
-import type { KVCache } from './cache.js';
+import type { KVStore } from './cache.js';
 import type { ModelSegments } from './segments.js';
 import type { ModelHooks } from './hooks.js';
 
@@ -15,7 +15,7 @@ export interface ModelInput {
   positionIds?: Tensor | null;
   tokenTypeIds?: Tensor | null;  // (B, T), encoders
   /** Decoders: keys and values of earlier positions; updated in place. */
-  cache?: KVCache | null;
+  cache?: KVStore | null;
   /** Causal LM: compute logits only for the last this many positions (generation needs 1). */
   logitsToKeep?: number;
   /** Causal LM: skip the LM head (logits are then the hidden states); training fuses it with the loss. */
