@@ -13,3 +13,8 @@ export { SSF, SsfLayer, type SsfConfig, type SsfOptions, type SsfInit, resolveSs
 export { HYDRA, HydraLayer, type HydraConfig, type HydraOptions, resolveHydra, DEFAULT_HYDRA, HYDRA_FIELDS } from './hydra/index.js';
 export { BOTTLENECK, resolveBottleneck, BN_PRESETS, type BottleneckConfig, type BottleneckOptions, BottleneckSite, BnAdapter, InvertibleAdapters, NICECouplingBlock, PHMLayer, ADAPTERHUB_FORMAT } from './bottleneck/index.js';
 export { PROMPT_TUNING, P_TUNING, PREFIX_TUNING, PromptEncoderPart, type PromptTuningConfig, type PTuningConfig, type PrefixTuningConfig, type PromptTuningOptions, type PTuningOptions, type PrefixTuningOptions } from './prompt/index.js';
+export {
+  SHIRA, LT_SFT, SPT, shiraMask, ltSftScores, sptSensitivity, SparseDiffLayer, SparseDiffSum, composeSparseDiffs, sparseDiffsOf, applySparseDiffs, sameDiff,
+  resolveShira, resolveLtSft, resolveSpt, DEFAULT_SHIRA, DEFAULT_LT_SFT, DEFAULT_SPT,
+  type SparseDiff, type ShiraConfig, type ShiraOptions, type LtSftConfig, type LtSftOptions, type SptConfig, type SptOptions,
+} from './sparse/index.js';
