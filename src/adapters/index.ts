@@ -18,3 +18,5 @@ export {
   resolveShira, resolveLtSft, resolveSpt, DEFAULT_SHIRA, DEFAULT_LT_SFT, DEFAULT_SPT,
   type SparseDiff, type ShiraConfig, type ShiraOptions, type LtSftConfig, type LtSftOptions, type SptConfig, type SptOptions,
 } from './sparse/index.js';
+export { LOKR, LokrLayer, factorization, kronSvd, energyRank, elbowRank, resolveLokr, DEFAULT_LOKR, LOKR_FIELDS, type LokrConfig, type LokrOptions, type LokrInit } from './lokr/index.js';
+export { LOHA, LohaLayer, resolveLoha, DEFAULT_LOHA, LOHA_FIELDS, type LohaConfig, type LohaOptions } from './loha/index.js';
