@@ -26,7 +26,13 @@ const SMALL: Record<string, Record<string, unknown>> = {
   PROMPT_TUNING: { numVirtualTokens: 3 },
   P_TUNING: { numVirtualTokens: 3, encoderHiddenSize: 8 },
   PREFIX_TUNING: { numVirtualTokens: 3 },
+  SHIRA: { r: 2 },
+  LT_SFT: { density: 0.05, syntheticData: true },
+  SPT: { budget: 0.02, syntheticData: true },
   BOTTLENECK: { reductionFactor: 4 },
+  PACA: { r: 4 },
+  S2FT: { numChannels: 8 },
+  LOWBIT_LORA: { r: 2, loraAlpha: 4 },
 };
 /** Presets that need what a table row cannot give (sample data for CorDA). */
 const SKIP = new Set(['corda']);
