@@ -18,6 +18,8 @@ export interface AddAdapterOptions {
   seed?: number;
   /** Sample batches of input ids (B, T) for data-driven initialisations (CorDA, sensitivity budgets, …). */
   data?: Tensor[];
+  /** The task's loss on sample batch i of `data` (labels included), for data-driven selections (LT-SFT, SPT). */
+  taskLoss?: (batch: number) => Tensor;
 }
 
 export interface PeftInput extends ModelInput {
@@ -94,7 +96,8 @@ export class PeftModel {
   }
 
   addAdapter(name: string, partial: AdapterOptions | AdapterConfigBase, opts: AddAdapterOptions = {}): AdapterConfigBase {
-    if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.includes('..') || name === BASE_ROW) throw new Error(`adapter name "${name}" must use letters, digits, _ . - (and not be "${BASE_ROW}")`);
+    // No dots: an adapter name is one segment of module paths (lora_A.<name>), as in PyTorch's ModuleDict.
+    if (!/^[A-Za-z0-9_-]+$/.test(name) || name === BASE_ROW) throw new Error(`adapter name "${name}" must use letters, digits, _ and - only (and not be "${BASE_ROW}")`);
     if (this.configs.has(name)) throw new Error(`adapter "${name}" already exists`);
     const given = (partial as { peftType?: string }).peftType;
     const method = given === undefined ? defaultAdapterMethod() : adapterMethod(given);
@@ -107,7 +110,7 @@ export class PeftModel {
     method.prepareModel?.(config, this.model, this.configs.size === 0, this.ctx);
     let paths: string[] = [];
     if (method.inject) {
-      method.inject({ peft: this, name, config, seed: opts.seed ?? 0, data: opts.data ?? [] });
+      method.inject({ peft: this, name, config, seed: opts.seed ?? 0, data: opts.data ?? [], taskLoss: opts.taskLoss });
     } else {
       paths = this.wrapTargets(method, name, config, opts);
     }
@@ -132,7 +135,7 @@ export class PeftModel {
       const names = mods.filter(([, m]) => canWrap(m)).map(([p]) => p.split('.').pop()).filter((v, i, a) => a.indexOf(v) === i);
       throw new Error(`target_modules ${JSON.stringify(targets)} matched no module of this ${this.model.modelType} model (its wrappable modules are named: ${names.join(', ')})`);
     }
-    const data = method.prepareAdapter?.({ config, model: this.model, paths, data: opts.data ?? [] }) ?? null;
+    const data = method.prepareAdapter?.({ config, model: this.model, paths, data: opts.data ?? [], taskLoss: opts.taskLoss }) ?? null;
     try {
       for (const path of paths) {
         const current = this.model.getSubmodule(path);

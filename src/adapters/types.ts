@@ -143,6 +143,8 @@ export interface InjectArgs<C> {
   seed: number;
   /** Sample batches of input ids (B, T) for data-driven initialisations. */
   data: Tensor[];
+  /** The task's loss on sample batch i (labels included), when the caller has one; else a method uses its own proxy. */
+  taskLoss?: (batch: number) => Tensor;
 }
 
 export interface AdapterMethod<C extends AdapterConfigBase = AdapterConfigBase> {
@@ -181,7 +183,7 @@ export interface AdapterMethod<C extends AdapterConfigBase = AdapterConfigBase> 
   /** Called before targets are matched (LoRA's layer_replication rebuilds the layer list here, as PEFT's _prepare_model). */
   prepareModel?(config: C, model: PretrainedModel, firstAdapter: boolean, ctx: AdapterContext): void;
   /** Data-driven initialisation: per target path, what the layer's addAdapter receives as `data`. */
-  prepareAdapter?(args: { config: C; model: PretrainedModel; paths: string[]; data: Tensor[] }): Map<string, unknown>;
+  prepareAdapter?(args: { config: C; model: PretrainedModel; paths: string[]; data: Tensor[]; taskLoss?: (batch: number) => Tensor }): Map<string, unknown>;
   /** Called once an adapter is on its layers (LoRA records fan_in_fan_out from the layer types, as PEFT). */
   afterWrap?(config: C, layers: TunerLayer[]): void;
   /** For methods that are not wrapped layers: adds the adapter's parts and installs model hooks. */

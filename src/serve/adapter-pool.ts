@@ -21,7 +21,7 @@ export interface PoolOptions {
 
 interface Entry {
   id: string;
-  /** The adapter's name inside the PeftModel (id, or id#version after a reload). */
+  /** The adapter's name inside the PeftModel (pool_<n>: one per load). */
   internal: string;
   bytes: number;
   refs: number;
@@ -134,9 +134,9 @@ export class AdapterPool {
   private loadFrom(id: string, dir: string): string {
     this.check(id, dir);
     const old = this.current.get(id);
-    const internal = old ? `${id}#${++this.version}` : id;
-    // A retired entry under the plain name may still be draining: use a versioned name then too.
-    const name = this.entries.has(internal) ? `${id}#${++this.version}` : internal;
+    // Every load gets its own internal name (ids may hold dots, which module paths cannot), so a reload
+    // never collides with the copy that requests still running use.
+    const name = `pool_${++this.version}`;
     this.makeRoom(0);
     try {
       loadPeftAdapter(this.peft, dir, { adapterName: name, warn: (m) => this.log(`adapter ${id}: ${m}`) });

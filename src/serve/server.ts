@@ -71,10 +71,11 @@ function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
+      if (size > limit) return;  // over the limit: drain the rest without keeping it, the 413 is on its way
       size += c.length;
       if (size > limit) {
-        reject(new HttpError(413, `request body is over the limit of ${limit} bytes`, 'invalid_request_error'));
-        req.destroy();
+        chunks.length = 0;
+        reject(new HttpError(413, `request body is over the limit of ${limit} bytes`, 'invalid_request_error', { Connection: 'close' }));
         return;
       }
       chunks.push(c);

@@ -7,11 +7,12 @@ import { HFTokenizer } from '../tokenizer/tokenizer.js';
 import { PeftModel, methodByName, type LoraConfig } from '../adapters/index.js';
 import {
   readRecords, buildCausalLm, buildInstruction, buildSequenceClassification, buildTokenClassification, trainValSplit,
-  collateOptions, type Example, type DataRecord,
+  collateOptions, collate, toTensors, type Example, type DataRecord,
 } from '../data/index.js';
-import { autoDtype, type DType, type Device } from '../tensor/index.js';
+import { autoDtype, keep, tidy, type DType, type Device, type Tensor } from '../tensor/index.js';
 import type { Task } from '../models/types.js';
 import { Trainer, type TrainerConfig, type TrainResult } from './trainer.js';
+import { lossParts } from './loss.js';
 import { checkRunKeys } from './run-keys.js';
 import { checkRankFits } from '../models/size.js';
 import { assertFiniteParameters } from '../models/finite.js';
@@ -159,7 +160,26 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
       const text = (options as Record<string, unknown>)[textKey];
       if (typeof text === 'string' && (options as Record<string, unknown>)[idsKey] === undefined) (options as Record<string, unknown>)[idsKey] = await tok.encode(text);
     }
-    peft = PeftModel.create(model, options as never, { seed: c.training?.seed ?? 0 });
+    // Sample batches of the training data for data-driven initialisations (CorDA, LT-SFT, SPT); others ignore them.
+    // and the task's loss on them (LT-SFT's dense phase and SPT's sensitivities use the task, labels included).
+    const sample = train.slice(0, 64);
+    const batches: { inputIds: Tensor; attentionMask: Tensor; labels: Tensor }[] = [];
+    for (let i = 0; i < sample.length; i += 8) {
+      batches.push(tidy(() => {
+        const t = toTensors(collate(sample.slice(i, i + 8), collateOptions(tok)));
+        return { inputIds: keep(t.inputIds.to('int64', model.device)), attentionMask: keep(t.attentionMask.to('int64', model.device)), labels: keep(t.labels.to('int64', model.device)) };
+      }));
+    }
+    const lossTask = MODEL_TASK[c.task] === 'causal-lm' ? 'causal-lm' : (c.task as 'sequence-classification' | 'token-classification');
+    const taskLoss = (i: number) => {
+      const b = batches[i]!;
+      return lossParts(lossTask, model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask }).logits, b.labels).div(b.inputIds.shape[0]!);
+    };
+    try {
+      peft = PeftModel.create(model, options as never, { seed: c.training?.seed ?? 0, data: batches.map((b) => b.inputIds), taskLoss });
+    } finally {
+      batches.forEach((b) => [b.inputIds, b.attentionMask, b.labels].forEach((t) => t.dispose()));
+    }
     log(`method ${c.method} (${adapterOptions.peftType})`);
     peft.printTrainableParameters(log);
   } else model.requiresGrad_(true);

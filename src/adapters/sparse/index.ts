@@ -84,12 +84,12 @@ export const SHIRA: AdapterMethod<ShiraConfig> = {
  * LT-SFT's dense phase: `steps` plain SGD steps of the LM loss on the target weights (θ1 = θ0 − lr Σ g),
  * then |θ1 − θ0| per target (float32); the weights are reset to θ0 bit for bit.
  */
-export function ltSftScores(model: PretrainedModel, paths: string[], data: Tensor[], steps: number, lr: number): Map<string, Tensor> {
+export function ltSftScores(model: PretrainedModel, paths: string[], data: Tensor[], steps: number, lr: number, taskLoss?: (batch: number) => Tensor): Map<string, Tensor> {
   const theta0 = new Map(paths.map((p) => [p, keep(targetWeight(model, p).weight.clone())]));
   try {
     gradientPass(model, paths, data, steps, 'LT-SFT', (grads) => noGrad(() => {
       for (const [p, g] of grads) { const w = targetWeight(model, p).weight; w.add_(g.mul(-lr).to(w.dtype)); }
-    }));
+    }), taskLoss);
     return new Map(paths.map((p) => [p, keep(noGrad(() => tidy(() => targetWeight(model, p).weight.to('float32').sub(theta0.get(p)!.to('float32')).abs())))]));
   } finally {
     noGrad(() => { for (const p of paths) targetWeight(model, p).weight.copy_(theta0.get(p)!); });
@@ -108,11 +108,11 @@ export const LT_SFT: AdapterMethod<LtSftConfig> = {
   resolve: resolveLtSft,
   forLoad,
   ...wrapping(LT_SFT_SPEC),
-  prepareAdapter: ({ config, model, paths, data }) => {
+  prepareAdapter: ({ config, model, paths, data, taskLoss }) => {
     if (isFromFile(config)) return new Map(paths.map((p) => [p, init(null)]));  // the file holds the mask
     const { batches, owned } = selectionData(model, data, config.syntheticData, 0, 'LT-SFT', 'synthetic_data');
     try {
-      const scores = ltSftScores(model, paths, batches, config.fullFtSteps ?? batches.length, config.fullFtLr);
+      const scores = ltSftScores(model, paths, batches, config.fullFtSteps ?? batches.length, config.fullFtLr, owned ? undefined : taskLoss);
       const masks = topkPerLayer(scores, (numel) => Math.min(numel, config.numParams ?? Math.max(1, Math.floor(config.density * numel))));
       scores.forEach((t) => t.dispose());
       return new Map([...masks].map(([p, m]) => [p, init(m)]));
@@ -125,7 +125,7 @@ export const LT_SFT: AdapterMethod<LtSftConfig> = {
 // ---------------------------------------------------------------- SPT
 
 /** SPT's sensitivity per target entry: Σ over the sample batches of g² at θ0 (float32). */
-export function sptSensitivity(model: PretrainedModel, paths: string[], data: Tensor[]): Map<string, Tensor> {
+export function sptSensitivity(model: PretrainedModel, paths: string[], data: Tensor[], taskLoss?: (batch: number) => Tensor): Map<string, Tensor> {
   const acc = new Map<string, Tensor>();
   gradientPass(model, paths, data, data.length, 'SPT', (grads) => noGrad(() => {
     for (const [p, g] of grads) {
@@ -133,7 +133,7 @@ export function sptSensitivity(model: PretrainedModel, paths: string[], data: Te
       acc.set(p, keep(prev ? prev.add(g.square()) : g.square()));
       prev?.dispose();
     }
-  }));
+  }), taskLoss);
   return acc;
 }
 
@@ -148,11 +148,11 @@ export const SPT: AdapterMethod<SptConfig> = {
   resolve: resolveSpt,
   forLoad,
   ...wrapping(SPT_SPEC),
-  prepareAdapter: ({ config, model, paths, data }) => {
+  prepareAdapter: ({ config, model, paths, data, taskLoss }) => {
     if (isFromFile(config)) return new Map(paths.map((p) => [p, init(null)]));
     const { batches, owned } = selectionData(model, data, config.syntheticData, 0, 'SPT', 'synthetic_data');
     try {
-      const sens = sptSensitivity(model, paths, batches);
+      const sens = sptSensitivity(model, paths, batches, owned ? undefined : taskLoss);
       const total = [...sens.values()].reduce((n, t) => n + t.numel, 0);
       const masks = topkGlobal(sens, Math.max(1, Math.floor(config.budget * total)));
       sens.forEach((t) => t.dispose());

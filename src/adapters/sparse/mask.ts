@@ -136,7 +136,7 @@ export function lmLoss(model: PretrainedModel, ids: Tensor, what: string): Tenso
  * `onGrads` sees each step's gradients (float32, per path) inside a tidy scope. Gradients and
  * requires-grad flags are restored afterwards; parameters that had no gradient before get none.
  */
-export function gradientPass(model: PretrainedModel, paths: string[], data: Tensor[], steps: number, what: string, onGrads: (grads: Map<string, Tensor>) => void): void {
+export function gradientPass(model: PretrainedModel, paths: string[], data: Tensor[], steps: number, what: string, onGrads: (grads: Map<string, Tensor>) => void, taskLoss?: (batch: number) => Tensor): void {
   const weights = paths.map((p) => targetWeight(model, p).weight);
   const flags = weights.map((w) => w.requiresGrad);
   const clean = model.parameters().filter((p) => p.requiresGrad && !hasGrad(p));
@@ -146,7 +146,7 @@ export function gradientPass(model: PretrainedModel, paths: string[], data: Tens
     weights.forEach((w) => { w.zeroGrad(); w.requiresGrad_(true); });
     for (let s = 0; s < steps; s++) {
       tidy(() => {
-        lmLoss(model, data[s % data.length]!, what).backward();
+        (taskLoss ? taskLoss(s % data.length) : lmLoss(model, data[s % data.length]!, what)).backward();  // the task's loss when the caller gives one
         const grads = new Map<string, Tensor>();
         paths.forEach((p, i) => {
           const w = targetWeight(model, p).weight;
