@@ -23,7 +23,7 @@ function safetensorShapes(file: string): Record<string, number[]> {
 }
 
 test('LoHa ΔW equals (w1a @ w1b) ⊙ (w2a @ w2b) · alpha / r, by hand; forward adds x ΔWᵀ; merge equals unmerged', () => {
-  const ctx: AdapterContext = { active: ['a'], disabled: false, rows: null, version: 0, slots: {} };
+  const ctx: AdapterContext = { active: ['a'], disabled: false, rows: null, version: 0, slots: {}, composition: null };
   const layer = new LohaLayer(new Linear(5, 4), ctx);
   noGrad(() => { layer.base_layer.weight.copy_(randn([4, 5], { seed: 1 })); layer.base_layer.bias!.copy_(randn([4], { seed: 2 })); });
   layer.addAdapter('a', resolveLoha({ r: 2, alpha: 3, initWeights: false }), 'x', { seed: 4 });
@@ -55,7 +55,7 @@ test('LoHa ΔW equals (w1a @ w1b) ⊙ (w2a @ w2b) · alpha / r, by hand; forward
 });
 
 test('LoHa init as PEFT: w2_b zero (the layer starts as the base), the other factors kaiming-uniform', () => {
-  const ctx: AdapterContext = { active: ['a'], disabled: false, rows: null, version: 0, slots: {} };
+  const ctx: AdapterContext = { active: ['a'], disabled: false, rows: null, version: 0, slots: {}, composition: null };
   const layer = new LohaLayer(new Linear(16, 8), ctx);
   layer.addAdapter('a', resolveLoha({ r: 4 }), 'x', { seed: 4 });
   const st = layer.adapterState('a');

@@ -15,7 +15,7 @@ const tmp = () => mkdtempSync(join(tmpdir(), 'ak-lokr-'));
 const maxDiff = (a: Tensor, b: Tensor) => tidy(() => a.sub(b).abs().max().item());
 const ids = () => randint(0, 96, [2, 6], { seed: 5 });
 const logits = (m: PretrainedModel, x: Tensor) => noGrad(() => m.forward({ inputIds: x }).logits);
-const ctxOf = (): AdapterContext => ({ active: ['a'], disabled: false, rows: null, version: 0, slots: {} });
+const ctxOf = (): AdapterContext => ({ active: ['a'], disabled: false, rows: null, version: 0, slots: {}, composition: null });
 const mat = (t: Tensor) => t.toArray() as number[][];
 
 /** Reads the tensor names of a safetensors file from its JSON header. */
@@ -223,7 +223,7 @@ test('SoKA on gpt2: the output is unchanged at init; the file records the residu
 });
 
 test('LoKr rank_dropout drops whole rows of ΔW in training (rescaled with rank_dropout_scale); module_dropout skips the adapter', () => {
-  const ctx: AdapterContext = { active: ['a'], disabled: false, rows: null, version: 0, slots: {} };
+  const ctx: AdapterContext = { active: ['a'], disabled: false, rows: null, version: 0, slots: {}, composition: null };
   const layer = new LokrLayer(new Linear(8, 12), ctx);
   layer.addAdapter('a', resolveLokr({ r: 8, alpha: 8, initWeights: false, rankDropout: 0.5, rankDropoutScale: true }), 'x', { seed: 7 });
   layer.eval();

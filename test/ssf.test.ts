@@ -15,7 +15,7 @@ const HF = join(root, 'test/fixtures/hf-ref');
 const ids = () => tensor([[61, 66, 22, 13, 70, 33, 71], [5, 9, 17, 33, 2, 8, 90]], { dtype: 'int64' });
 const logits = (m: { forward(i: { inputIds: Tensor }): { logits: Tensor } }, x: Tensor) => noGrad(() => m.forward({ inputIds: x }).logits);
 const maxDiff = (a: Tensor, b: Tensor) => tidy(() => a.sub(b).abs().max().item());
-const ctxOf = (active: string[]): AdapterContext => ({ active, disabled: false, rows: null, version: 0, slots: {} });
+const ctxOf = (active: string[]): AdapterContext => ({ active, disabled: false, rows: null, version: 0, slots: {}, composition: null });
 const near = (t: Tensor, want: number[]) => { const got = [...t.data()].map(Number); got.forEach((g, i) => assert.ok(Math.abs(g - want[i]!) < 1e-5, `${got} vs ${want}`)); };
 const state = (scale: number[], shift: number[]) => new Map([['ssf_scale', tensor(scale)], ['ssf_shift', tensor(shift)]]);
 const identity = resolveSsf({ peftType: 'SSF', initSsfWeights: 'identity' });

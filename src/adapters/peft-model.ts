@@ -3,7 +3,7 @@
 // merged and unmerged. Every method goes through the contract of types.ts only: this file names no
 // method; what a method can do is read from its capabilities.
 import { Module } from '../nn/module.js';
-import { tensor, noGrad, type Tensor } from '../tensor/index.js';
+import { tensor, noGrad, cat, type Tensor } from '../tensor/index.js';
 import type { PretrainedModel, ModelInput, ModelOutput } from '../models/types.js';
 import { adapterMethod, defaultAdapterMethod } from './registry.js';
 import { findTargets, allLinearExclusions } from './targets.js';
@@ -11,6 +11,7 @@ import { isTunerLayer, isAdapterPart, type AdapterConfigBase, type AdapterContex
 import { ModulesToSave } from './modules-to-save.js';
 import { TrainableTokens, isTrainableTokens } from './trainable-tokens.js';
 import { Embedding, Linear } from '../nn/layers.js';
+import { leaves, validateSetup, parseSetup, describe, type Setup, type Block } from './composition.js';
 import './builtin.js';
 
 export interface AddAdapterOptions {
@@ -34,7 +35,7 @@ export const BASE_ROW = '__base__';
 const CLASSIFIER_HEADS: Record<string, string[]> = { SEQ_CLS: ['classifier', 'score'], TOKEN_CLS: ['classifier', 'score'] };
 
 export class PeftModel {
-  readonly ctx: AdapterContext = { active: [], disabled: false, rows: null, version: 0, slots: {} };
+  readonly ctx: AdapterContext = { active: [], disabled: false, rows: null, version: 0, slots: {}, composition: null };
   readonly configs = new Map<string, AdapterConfigBase>();
   /** Per-method state across forwards, by peft_type (created with the method's first adapter). */
   private readonly runtimes = new Map<string, MethodRuntime>();
@@ -228,11 +229,52 @@ export class PeftModel {
     if (mode === 'wrapped') for (const p of paths) (this.model.getSubmodule(p) as TunerLayer).baseLayer.ownParameters().forEach(([n, t]) => { if (n === 'bias') t.requiresGrad = true; });
   }
 
-  /** Activates adapters (applied in order); only their parameters are trainable. */
+  /**
+   * Activates a composition of adapters with AdapterHub's semantics: a name, Stack(a, b) (applied in
+   * order), Fuse, Split, BatchSplit, Parallel, Average, nested as AdapterHub allows; or its text form
+   * ("Stack(lang_sw, Fuse(nli, qa))"). The adapters of the setup become trainable (see setAdapter).
+   */
+  setActive(setup: Setup): void {
+    const s = typeof setup === 'string' && /[(),]/.test(setup) ? parseSetup(setup) : setup;
+    validateSetup(s);
+    const names = leaves(s);
+    for (const n of names) if (!this.configs.has(n)) throw new Error(`no adapter "${n}" in ${describe(s)} (have: ${this.adapterNames().join(', ') || 'none'})`);
+    const plain = typeof s === 'string' || (s.kind === 'Stack' && s.children.every((c) => typeof c === 'string'));
+    if (!plain) this.checkComposition(s as Block);
+    this.setAdapter(names);
+    this.ctx.composition = plain ? null : (s as Block);
+  }
+
+  /** Every adapter of a composition must belong to a method that applies the blocks around it. */
+  private checkComposition(b: Block, top = true): void {
+    const kinds = new Set<string>();
+    const walk = (x: Setup, depth: number) => {
+      if (typeof x === 'string') return;
+      if (!((x.kind === 'Parallel' || x.kind === 'BatchSplit') && depth === 0) && x.kind !== 'Stack') kinds.add(x.kind);
+      if ((x.kind === 'Parallel' || x.kind === 'BatchSplit') && depth > 0) kinds.add(x.kind);
+      x.children.forEach((c) => walk(c, depth + 1));
+    };
+    walk(b, 0);
+    void top;
+    for (const n of leaves(b)) {
+      const m = this.methodOf(n);
+      const c = this.configs.get(n)!;
+      if (!m.capabilities(c).composable) throw new Error(`adapter "${n}" (${m.peftType}) cannot take part in a composition`);
+      const missing = [...kinds].filter((k) => !(m.compositions ?? []).includes(k as never));
+      if (missing.length) throw new Error(`adapter "${n}" (${m.peftType}) does not support ${missing.join(', ')} in ${describe(b)}`);
+      if ((b.kind === 'Parallel' || b.kind === 'BatchSplit') && !m.capabilities(c).mixedBatch) throw new Error(`${b.kind} runs adapters as a mixed batch, which adapter "${n}" (${m.peftType}) does not support`);
+    }
+    if ((b.kind === 'Parallel' || b.kind === 'BatchSplit') && b.children.some((c) => typeof c !== 'string')) {
+      throw new Error(`${describe(b)}: ${b.kind} of nested blocks is not supported (each branch must be one adapter)`);
+    }
+  }
+
+  /** Activates adapters (applied in order, a Stack); only their parameters are trainable. */
   setAdapter(names: string | readonly string[]): void {
     const list = typeof names === 'string' ? [names] : [...names];
     for (const n of list) if (!this.configs.has(n)) throw new Error(`no adapter "${n}" (have: ${this.adapterNames().join(', ') || 'none'})`);
     this.ctx.active = list;
+    this.ctx.composition = null;
     this.ctx.version++;
     for (const [, part] of this.parts()) {
       for (const n of this.adapterNames()) for (const t of part.adapterParameters(n)) t.requiresGrad = list.includes(n);
@@ -286,6 +328,8 @@ export class PeftModel {
 
   forward(input: PeftInput): ModelOutput {
     this.prepareForward();
+    const comp = this.ctx.composition;
+    if (!input.adapterNames && comp && !this.ctx.disabled && (comp.kind === 'Parallel' || comp.kind === 'BatchSplit')) return this.splitForward(input, comp);
     if (!input.adapterNames) return this.model.forward(input);
     // PEFT's checks (LoraModel._enable_peft_forward_hooks, LoraLayer._check_forward_args).
     const names = input.adapterNames.map((n) => (n === BASE_ROW ? null : n));
@@ -306,6 +350,50 @@ export class PeftModel {
       this.ctx.rows = null;
       index.dispose();
     }
+  }
+
+  /**
+   * Top-level Parallel (the batch replicated once per adapter; outputs stacked along the batch, K x B
+   * rows) and BatchSplit (consecutive rows per adapter), run as one mixed batch.
+   */
+  private splitForward(input: PeftInput, comp: Block): ModelOutput {
+    if (this.model.training) throw new Error(`${describe(comp)} runs as a mixed batch, which is for inference (as in PEFT): call model.eval(), or train each adapter on its own`);
+    const b = input.inputIds.shape[0]!;
+    const kids = comp.children as string[];
+    if (comp.kind === 'BatchSplit') {
+      const sizes = comp.batchSizes!;
+      const total = sizes.reduce((a, x) => a + x, 0);
+      if (total !== b) throw new Error(`${describe(comp)}: batch sizes add up to ${total} but the batch has ${b} rows`);
+      return this.runRows(input, kids.flatMap((n, i) => new Array<string>(sizes[i]!).fill(n)));
+    }
+    const rep = (t: Tensor | null | undefined) => (t ? cat(kids.map(() => t), 0) : t);
+    const wide = { ...input, inputIds: rep(input.inputIds)!, attentionMask: rep(input.attentionMask), positionIds: input.positionIds && input.positionIds.shape[0] === b ? rep(input.positionIds) : input.positionIds, tokenTypeIds: rep(input.tokenTypeIds) };
+    return this.runRows(wide, kids.flatMap((n) => new Array<string>(b).fill(n)));
+  }
+
+  /** A forward where row r uses adapter names[r] (training included: composition blocks may train). */
+  private runRows(input: PeftInput, names: string[]): ModelOutput {
+    const order = [...new Set(names)];
+    const index = tensor(names.map((n) => order.indexOf(n)), { dtype: 'int64', device: this.model.device });
+    const prevActive = this.ctx.active;
+    this.ctx.rows = { order, index, names };
+    try {
+      return this.model.forward({ ...input, adapterNames: undefined } as ModelInput);
+    } finally {
+      this.ctx.rows = null;
+      this.ctx.active = prevActive;
+      index.dispose();
+    }
+  }
+
+  /** The sum of the methods' auxiliary losses of the last forward (routers' load balancing), or null. */
+  auxLoss(): Tensor | null {
+    let total: Tensor | null = null;
+    for (const rt of this.runtimes.values()) {
+      const l = rt.auxLoss?.() ?? null;
+      if (l) total = total ? total.add(l) : l;
+    }
+    return total;
   }
 
   /** Every method runtime's resumable state (training checkpoints), by peft_type. */

@@ -7,6 +7,7 @@ import type { Module } from '../nn/module.js';
 import type { Tensor } from '../tensor/index.js';
 import type { PretrainedModel } from '../models/types.js';
 import type { PeftModel } from './peft-model.js';
+import type { Block, BlockKind } from './composition.js';
 
 /** Fields every adapter config has, in adapterkit's camelCase. */
 export interface AdapterConfigBase {
@@ -59,6 +60,12 @@ export interface AdapterContext {
   version: number;
   /** Per-forward values of each method, keyed by peftType (set by the method's runtime.beforeForward). */
   slots: Record<string, unknown>;
+  /**
+   * The active composition when it is more than a Stack of names (PeftModel.setActive): Fuse, Split,
+   * Average (and nested Stacks) are applied by the parts of methods that list them in `compositions`;
+   * top-level Parallel and BatchSplit run as mixed batches. null: ctx.active applies in order (Stack).
+   */
+  composition: Block | null;
   /** Layers share base weights (layer replication): merging into them is refused. */
   sharedBaseWeights?: boolean;
 }
@@ -106,6 +113,8 @@ export interface TunerLayer extends AdapterPart {
 export interface MethodRuntime {
   /** Before every forward (training or not): put per-forward values into ctx.slots[peftType]. */
   beforeForward?(training: boolean): void;
+  /** An auxiliary loss of the last training forward (a router's load-balancing loss), added by the trainer; null: none. */
+  auxLoss?(): Tensor | null;
   /** JSON-able state saved in training checkpoints for an exact resume. */
   saveState?(): Record<string, unknown>;
   loadState?(state: Record<string, unknown>): void;
@@ -163,6 +172,8 @@ export interface AdapterMethod<C extends AdapterConfigBase = AdapterConfigBase> 
   /** `adapterkit train` flags this method takes, flag name -> config key (e.g. r -> r, alpha -> loraAlpha). */
   readonly cliFlags?: Readonly<Record<string, string>>;
   capabilities(config: C): AdapterCapabilities;
+  /** Composition blocks the method's parts apply beyond Stack (Fuse, Split, Average); Parallel and BatchSplit come from mixedBatch. */
+  readonly compositions?: readonly BlockKind[];
   /** The file format (default: PEFT's adapter_model.safetensors with `base_model.model.` keys). */
   readonly format?: AdapterFileFormat;
   /** True when a config JSON without peft_type is this method's (AdapterHub files have none). */

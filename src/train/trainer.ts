@@ -379,7 +379,9 @@ export class Trainer {
             if (c.gradientCheckpointing) {
               stepLoss += this.checkpointedStep(t.inputIds, t.attentionMask, t.labels, count, mixSeed(c.seed, micro));
             } else {
-              const l = this.lossSum(t.inputIds, t.attentionMask, t.labels).div(Math.max(1, count));
+              let l = this.lossSum(t.inputIds, t.attentionMask, t.labels).div(Math.max(1, count));
+              const aux = this.o.peft?.auxLoss() ?? null;  // a router's load-balancing loss, per micro-batch
+              if (aux) l = l.add(aux.div(items.length));
               l.backward();
               stepLoss += l.item();
             }
