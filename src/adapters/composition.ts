@@ -152,6 +152,8 @@ export function parseSetup(text: string): Setup {
       if (src[i] === ',') i++;
     }
   };
+  /** `splits=4` (a bare number) means 4 for every child, as AdapterHub's int form. */
+  const one = (v: number[]): number[] | number => (v.length === 1 && !src.slice(0, i).match(/=\s*\[[^\]]*\]\s*\)?\s*$/) ? v[0]! : v);
   const item = (): Setup => {
     const name = ident();
     ws();
@@ -182,8 +184,8 @@ export function parseSetup(text: string): Setup {
       case 'Stack': return Stack(...children);
       case 'Parallel': return Parallel(...children);
       case 'Fuse': return kw.name ? Fuse(...children, { name: kw.name as string }) : Fuse(...children);
-      case 'Split': if (!kw.splits) err('Split needs splits=[...]'); return Split(...children, { splits: kw.splits as number[] });
-      case 'BatchSplit': if (!kw.batch_sizes) err('BatchSplit needs batch_sizes=[...]'); return BatchSplit(...children, { batchSizes: kw.batch_sizes as number[] });
+      case 'Split': if (!kw.splits) err('Split needs splits=[...]'); return Split(...children, { splits: one(kw.splits as number[]) });
+      case 'BatchSplit': if (!kw.batch_sizes) err('BatchSplit needs batch_sizes=[...]'); return BatchSplit(...children, { batchSizes: one(kw.batch_sizes as number[]) });
       case 'Average': return kw.weights ? Average(...children, { weights: kw.weights as number[] }) : Average(...children);
     }
   };

@@ -23,3 +23,5 @@ export { LOHA, LohaLayer, resolveLoha, DEFAULT_LOHA, LOHA_FIELDS, type LohaConfi
 export { PACA, PacaLayer, ColumnSliceLayer, seededColumns, type PacaConfig, type PacaOptions, resolvePaca, DEFAULT_PACA, PACA_FIELDS } from './paca/index.js';
 export { S2FT, S2ftLayer, type S2ftConfig, type S2ftOptions, resolveS2ft, DEFAULT_S2FT, DEFAULT_S2FT_TARGETS, S2FT_FIELDS } from './s2ft/index.js';
 export { LOWBIT_LORA, LowbitLoraLayer, quantize, dequantize, fakeQuant, steQuant, packCodes, unpackCodes, type LowbitLoraConfig, type LowbitLoraOptions, resolveLowbitLora, DEFAULT_LOWBIT_LORA, LOWBIT_LORA_FIELDS } from './lowbit/index.js';
+export { Stack, Fuse, Split, BatchSplit, Parallel, Average, parseSetup, validateSetup, leaves, describe as describeSetup, setupToDict, fusionName, type Block, type BlockKind, type Setup } from './composition.js';
+export { compositionWeights } from './lora/layer.js';

@@ -23,14 +23,14 @@ export async function generateCommand(args: string[]): Promise<number> {
     temperature: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' }, 'repetition-penalty': { type: 'string' },
     seed: { type: 'string' }, stop: { type: 'string', multiple: true }, 'stop-id': { type: 'string', multiple: true },
     chat: { type: 'boolean' }, dtype: { type: 'string' }, stream: { type: 'boolean' },
-    adapter: { type: 'string' }, 'adapter-weights': { type: 'string' }, combination: { type: 'string' }, density: { type: 'string' },
+    adapter: { type: 'string' }, 'adapter-weights': { type: 'string' }, combination: { type: 'string' }, density: { type: 'string' }, setup: { type: 'string' },
     'allow-nonfinite': { type: 'boolean' },
   }, GENERATE_USAGE);
   const dir = required(f.str('model'), 'model', GENERATE_USAGE);
   const prompt = required(f.str('prompt'), 'prompt', GENERATE_USAGE);
   const tok = HFTokenizer.fromDir(dir);
   const { model } = loadWithAdapters(dir, {
-    adapter: f.str('adapter'), weights: f.str('adapter-weights'), combination: f.str('combination'), density: f.str('density'),
+    adapter: f.str('adapter'), weights: f.str('adapter-weights'), combination: f.str('combination'), density: f.str('density'), setup: f.str('setup'),
     dtype: dtypeFlag(f.str('dtype')), task: 'causal-lm',
   }, { allowNonFinite: f.bool('allow-nonfinite') });
   try {

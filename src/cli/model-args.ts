@@ -2,7 +2,8 @@
 // --adapter-weights w1,w2 (a weighted combination; default "cat", the exact weighted sum of the
 // adapters' updates).
 import { loadModel } from '../models/load.js';
-import { loadPeftAdapter, addWeightedAdapter, type PeftModel, type Combination } from '../adapters/index.js';
+import { loadPeftAdapter, addWeightedAdapter, parseSetup, type PeftModel, type Combination } from '../adapters/index.js';
+import { basename } from 'node:path';
 import type { PretrainedModel, Task } from '../models/types.js';
 import type { DType } from '../tensor/index.js';
 import { UsageError } from './common.js';
@@ -15,6 +16,8 @@ export const ADAPTER_FLAGS = `  --adapter DIR[,DIR...]      apply PEFT adapter(s
   --adapter-weights W[,W...]  weights of the combination (default: 1 each)
   --combination C             cat (default, exact), linear, svd, ties, dare_linear, dare_ties, magnitude_prune, *_svd
   --density D                 for ties / dare / magnitude_prune
+  --setup TEXT                compose the adapters instead of combining them, by folder name:
+                              "Stack(lang, task)", "Average(a, b, weights=[0.7, 0.3])", "Fuse(a, b)", …
   --allow-nonfinite           load weights holding NaN or infinity (refused by default)`;
 
 export interface ModelWithAdapters {
@@ -22,7 +25,9 @@ export interface ModelWithAdapters {
   peft: PeftModel | null;
 }
 
-export function loadWithAdapters(dir: string, o: { adapter?: string; weights?: string; combination?: string; density?: string; dtype: DType | 'auto'; task?: Task }, safety: { allowNonFinite?: boolean } = {}): ModelWithAdapters {
+export function loadWithAdapters(dir: string, o: { adapter?: string; weights?: string; combination?: string; density?: string; setup?: string; dtype: DType | 'auto'; task?: Task }, safety: { allowNonFinite?: boolean } = {}): ModelWithAdapters {
+  if (o.setup !== undefined && (o.weights !== undefined || o.combination !== undefined)) throw new UsageError('--setup composes adapters; it does not take --adapter-weights or --combination');
+  if (o.setup !== undefined && o.adapter === undefined) throw new UsageError('--setup needs --adapter DIR[,DIR...] (the setup names the folders)');
   // Every flag is checked before anything is loaded.
   if (o.adapter === undefined && o.weights !== undefined) throw new UsageError('--adapter-weights needs --adapter');
   const dirs = o.adapter === undefined ? [] : o.adapter.split(',').map((s) => s.trim());
@@ -40,7 +45,20 @@ export function loadWithAdapters(dir: string, o: { adapter?: string; weights?: s
   try {
     let result: ModelWithAdapters;
     if (!dirs.length) result = { model, peft: null };
-    else if (dirs.length === 1 && o.weights === undefined) result = { model, peft: loadPeftAdapter(model, dirs[0]!) };
+    else if (o.setup !== undefined) {
+      // Each adapter under its folder's name (a-z, 0-9, _ and - kept), then the composition.
+      let peft: PeftModel | null = null;
+      const names = dirs.map((d) => basename(d.replace(/[\\/]+$/, '')).replace(/[^A-Za-z0-9_-]/g, '_'));
+      if (new Set(names).size !== names.length) throw new UsageError(`--adapter folders must have distinct names for --setup, got ${names.join(', ')}`);
+      dirs.forEach((d, i) => { peft = loadPeftAdapter(peft ?? model, d, { adapterName: names[i] }); });
+      const p = peft as unknown as PeftModel;
+      try {
+        p.setActive(parseSetup(o.setup));
+      } catch (e) {
+        throw new UsageError(`--setup: ${(e as Error).message} (adapters here: ${names.join(', ')})`);
+      }
+      result = { model, peft: p };
+    } else if (dirs.length === 1 && o.weights === undefined) result = { model, peft: loadPeftAdapter(model, dirs[0]!) };
     else {
       let peft: PeftModel | null = null;
       dirs.forEach((d, i) => { peft = loadPeftAdapter(peft ?? model, d, { adapterName: `a${i}` }); });

@@ -12,7 +12,7 @@ ${ADAPTER_FLAGS}`;
 export async function scoreCommand(args: string[]): Promise<number> {
   const f = parseFlags(args, {
     model: { type: 'string' }, text: { type: 'string' }, ids: { type: 'string' }, json: { type: 'boolean' }, dtype: { type: 'string' },
-    adapter: { type: 'string' }, 'adapter-weights': { type: 'string' }, combination: { type: 'string' }, density: { type: 'string' },
+    adapter: { type: 'string' }, 'adapter-weights': { type: 'string' }, combination: { type: 'string' }, density: { type: 'string' }, setup: { type: 'string' },
     'allow-nonfinite': { type: 'boolean' },
   }, SCORE_USAGE);
   const dir = required(f.str('model'), 'model', SCORE_USAGE);
@@ -35,7 +35,7 @@ export async function scoreCommand(args: string[]): Promise<number> {
   }
   if (ids.length < 2) throw new UsageError('scoring needs at least two tokens');
   const { model } = loadWithAdapters(dir, {
-    adapter: f.str('adapter'), weights: f.str('adapter-weights'), combination: f.str('combination'), density: f.str('density'),
+    adapter: f.str('adapter'), weights: f.str('adapter-weights'), combination: f.str('combination'), density: f.str('density'), setup: f.str('setup'),
     dtype: dtypeFlag(f.str('dtype')), task: 'causal-lm',
   }, { allowNonFinite: f.bool('allow-nonfinite') });
   try {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { loadModel } from '../models/load.js';
 import { HFTokenizer } from '../tokenizer/tokenizer.js';
-import { PeftModel, methodByName, type LoraConfig } from '../adapters/index.js';
+import { PeftModel, methodByName, loadPeftAdapter, parseSetup, leaves, type LoraConfig } from '../adapters/index.js';
 import {
   readRecords, buildCausalLm, buildInstruction, buildSequenceClassification, buildTokenClassification, trainValSplit,
   collateOptions, collate, toTensors, type Example, type DataRecord,
@@ -54,6 +54,12 @@ export interface RunConfig {
   };
   /** Options of the adapter method (its config keys, camelCase or PEFT's snake_case), over the preset the method name picks. */
   adapter?: Record<string, unknown>;
+  /**
+   * Train the new adapter ("default") inside a composition with adapters trained before, which stay
+   * frozen: `adapters` maps names to adapter folders, `setup` is the active composition in text form,
+   * e.g. {adapters: {lang: runs/lang/final}, setup: "Stack(lang, default)"} (MAD-X).
+   */
+  compose?: { adapters: Record<string, string>; setup: string };
   /** LoRA options (the section's older name; for LoRA methods only, merged under `adapter`). */
   lora?: Partial<LoraConfig>;
   training?: Partial<TrainerConfig>;
@@ -82,6 +88,23 @@ export function validateRunConfig(c: Partial<RunConfig>): RunConfig {
   if (!['auto', 'float32', 'bfloat16', 'float16'].includes(dtype)) throw new Error(`training config: dtype must be auto, float32, bfloat16 or float16, got "${dtype}"`);
   if (c.device !== undefined && !/^(cpu|cuda(:\d+)?)$/.test(c.device)) throw new Error(`training config: device must be cpu, cuda or cuda:N, got "${c.device}"`);
   return { ...(c as RunConfig), task, method, dtype };
+}
+
+/** Loads the frozen adapters of a composition and activates it; only "default" (the new adapter) trains. */
+function composeWith(peft: PeftModel, compose: NonNullable<RunConfig['compose']>, log: (s: string) => void): void {
+  if (!compose || typeof compose !== 'object' || typeof compose.setup !== 'string' || !compose.adapters || typeof compose.adapters !== 'object') {
+    throw new Error('training config: compose must be {adapters: {name: folder}, setup: "Stack(name, default)"}');
+  }
+  for (const [name, dir] of Object.entries(compose.adapters)) {
+    if (name === 'default') throw new Error('training config: compose.adapters cannot use the name "default" (the adapter being trained)');
+    loadPeftAdapter(peft, dir, { adapterName: name });
+  }
+  const setup = parseSetup(compose.setup);
+  if (!leaves(setup).includes('default')) throw new Error(`training config: compose.setup ${compose.setup} must include "default", the adapter being trained`);
+  peft.setActive(setup);
+  // AdapterHub's train_adapter with an active composition: the composed adapters stay frozen.
+  for (const name of Object.keys(compose.adapters)) for (const [, part] of peft.parts()) for (const t of part.adapterParameters(name)) t.requiresGrad = false;
+  log(`composition ${compose.setup}: ${Object.keys(compose.adapters).join(', ')} frozen, default trains`);
 }
 
 /** The adapter options of a run: the preset of the method's name, then `lora` (LoRA only), then `adapter`. */
@@ -180,6 +203,7 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
     } finally {
       batches.forEach((b) => [b.inputIds, b.attentionMask, b.labels].forEach((t) => t.dispose()));
     }
+    if (c.compose) composeWith(peft!, c.compose, log);
     log(`method ${c.method} (${adapterOptions.peftType})`);
     peft.printTrainableParameters(log);
   } else model.requiresGrad_(true);

@@ -18,6 +18,7 @@ export const LORA: AdapterMethod<LoraConfig> = {
   presets: { dora: { useDora: true }, rslora: { useRslora: true }, dylora: { dylora: true }, pissa: { initLoraWeights: 'pissa' }, olora: { initLoraWeights: 'olora' }, corda: { initLoraWeights: 'corda' } },
   cliFlags: { r: 'r', alpha: 'loraAlpha', dropout: 'loraDropout', dora: 'useDora', rslora: 'useRslora' },
   summary: 'LoRA (Hu et al. 2021): y = Wx + (alpha/r) B A x on linear layers and embeddings; variants DoRA, rsLoRA, DyLoRA, PiSSA, OLoRA, CorDA',
+  compositions: ['Average'],
   capabilities: (c) => ({ mergeable: true, mixedBatch: !c.useDora, kvCache: true, composable: true }),
   format: {
     ...PEFT_FORMAT,

@@ -8,6 +8,7 @@ import { Linear, Conv1D, Dropout, type LinearLayer } from '../../nn/layers.js';
 import { keep, noGrad, tidy, zeros, stack, cat, type Tensor } from '../../tensor/index.js';
 import type { AdapterConfigBase, AdapterContext, AddLayerOptions, TunerLayer } from '../types.js';
 import { patternValue } from '../targets.js';
+import type { Block, Setup } from '../composition.js';
 import { LOAD_ONLY_INITS, type LoraConfig } from './config.js';
 import { randomInit, pissaInit, cordaInit, oloraInit, seedFor } from './init.js';
 
@@ -186,31 +187,39 @@ export class LoraLayer extends Module implements TunerLayer {
     // PEFT (lora/layer.py Linear.forward): once any adapter is merged the layer runs its (merged)
     // base only; active adapters that are not merged add nothing until unmerge().
     if (this.merged.length) return result;
-    for (const name of this.ctx.active) {
-      const s = this.adapters.get(name);
-      if (!s || this.merged.includes(name)) continue;
-      const drop = this.lora_dropout.getSubmodule(name) as Dropout;
-      const xd = drop.forward(x);
-      const xa = xd.dtype === this.A(name).dtype ? xd : xd.to(this.A(name).dtype);
-      const k = this.activeRank(name);
-      const A = k === s.r ? this.A(name) : this.A(name).narrow(0, 0, k);
-      const B = k === s.r ? this.B(name) : this.B(name).narrow(1, 0, k);
-      const lora = xa.matmul(A.transpose(0, 1)).matmul(B.transpose(0, 1));  // (…, O)
-      const sc = this.scaling(name, k);
-      if (!s.dora) {
-        const bb = this.Bbias(name);
-        result = result.add((bb ? lora.add(bb) : lora).to(result.dtype).mul(sc));  // lora_B(…) * scaling, bias included
-        continue;
-      }
-      // DoRA (PEFT dora.py): result += (m/‖W+sBA‖ - 1) * base(x) + m/‖W+sBA‖ * s B A x, norm detached.
-      const norm = this.doraWeightNorm(name).detach();
-      const scale = this.magnitude(name).div(norm);  // (O)
-      let baseNoBias = xd === x ? result : this.base_layer.forward(xd);  // dropout off: reuse base(x)
-      const bias = this.base_layer.bias;
-      if (bias) baseNoBias = baseNoBias.sub(bias);
-      result = result.add(scale.sub(1).mul(baseNoBias.to('float32')).add(scale.mul(lora).mul(sc)).to(result.dtype));
+    if (this.ctx.composition) {
+      // A composition (Average, nested in Stacks): each adapter's update weighted by the Average weights on its path.
+      const base = result;
+      for (const [name, w] of compositionWeights(this.ctx.composition)) result = this.withAdapter(result, name, x, w, base);
+      return result;
     }
+    for (const name of this.ctx.active) result = this.withAdapter(result, name, x, 1, result);
     return result;
+  }
+
+  /** result + weight * (adapter `name`'s update of x); `base` is the base output DoRA rescales. */
+  private withAdapter(result: Tensor, name: string, x: Tensor, weight: number, base: Tensor): Tensor {
+    const s = this.adapters.get(name);
+    if (!s || this.merged.includes(name)) return result;
+    const drop = this.lora_dropout.getSubmodule(name) as Dropout;
+    const xd = drop.forward(x);
+    const xa = xd.dtype === this.A(name).dtype ? xd : xd.to(this.A(name).dtype);
+    const k = this.activeRank(name);
+    const A = k === s.r ? this.A(name) : this.A(name).narrow(0, 0, k);
+    const B = k === s.r ? this.B(name) : this.B(name).narrow(1, 0, k);
+    const lora = xa.matmul(A.transpose(0, 1)).matmul(B.transpose(0, 1));  // (…, O)
+    const sc = this.scaling(name, k) * weight;
+    if (!s.dora) {
+      const bb = this.Bbias(name);
+      return result.add((bb ? lora.add(bb) : lora).to(result.dtype).mul(sc));  // lora_B(…) * scaling, bias included
+    }
+    // DoRA (PEFT dora.py): result += (m/‖W+sBA‖ - 1) * base(x) + m/‖W+sBA‖ * s B A x, norm detached.
+    const norm = this.doraWeightNorm(name).detach();
+    const scale = this.magnitude(name).div(norm);  // (O)
+    let baseNoBias = xd === x ? base : this.base_layer.forward(xd);  // dropout off: reuse base(x)
+    const bias = this.base_layer.bias;
+    if (bias) baseNoBias = baseNoBias.sub(bias);
+    return result.add(scale.sub(1).mul(baseNoBias.to('float32')).mul(weight).add(scale.mul(lora).mul(sc)).to(result.dtype));
   }
 
   /**
@@ -390,4 +399,19 @@ export class LoraLayer extends Module implements TunerLayer {
     }
     super.dispose();
   }
+}
+
+/**
+ * The weight of each adapter in a composition of Stacks and Averages: a Stack adds its children's
+ * updates (PEFT's several active adapters), an Average weights them (AdapterHub's Average).
+ */
+export function compositionWeights(setup: Setup, w = 1, out = new Map<string, number>()): Map<string, number> {
+  if (typeof setup === 'string') {
+    out.set(setup, (out.get(setup) ?? 0) + w);
+    return out;
+  }
+  const b = setup as Block;
+  if (b.kind !== 'Stack' && b.kind !== 'Average') throw new Error(`LoRA applies Stack and Average compositions, not ${b.kind}`);
+  b.children.forEach((c, i) => compositionWeights(c, b.kind === 'Average' ? w * b.weights![i]! : w, out));
+  return out;
 }
