@@ -128,7 +128,7 @@ test('BERT: Pfeiffer LN(h + f(LN(h + x)) + x), Houlsby LN(h + f(h) + x), paralle
   }
 }));
 
-test('Stack of two adapters: pre_forward of the first, the second reads the first\'s output, post_forward of the last', () => tidy(() => {
+test('Stack of two adapters: AdapterHub\'s compose_stack (pre_forward of each adapter on the previous output), post_forward of the last', () => tidy(() => {
   const m = loadModel(join(HF, 'gpt2'), { dtype: 'float32' }).eval();
   const peft = PeftModel.create(m, BN({ reductionFactor: 8 }), { adapterName: 'a' });
   peft.addAdapter('b', BN({ reductionFactor: 8 }));
@@ -138,8 +138,13 @@ test('Stack of two adapters: pre_forward of the first, the second reads the firs
   peft.setAdapter(['a', 'b']);
   const h = randn([2, 3, 32], { seed: 5 }), x = randn([2, 3, 32], { seed: 6 });
   const got = noGrad(() => s.residual(h, x, null));
-  // Pfeiffer: hs = h + x, residual = h; a: f_a(hs) + h; b: f_b(that) + h; post: + x.
-  const want = noGrad(() => fb(fa(h.add(x)).add(h)).add(h).add(x));
+  // AdapterHub's compose_stack runs pre_block (pre_forward) before every adapter of a Stack. Pfeiffer on
+  // GPT-2 (no layer norm): a: pre (h + x, residual h) -> o_a = f_a(h + x) + h; b: pre (o_a + x, residual
+  // o_a) -> o_b = f_b(o_a + x) + o_a; post of b: o_b + x.
+  const want = noGrad(() => {
+    const oa = fa(h.add(x)).add(h);
+    return fb(oa.add(x)).add(oa).add(x);
+  });
   assert.ok(maxDiff(got, want) < 1e-5);
   // Mixed batch: row 0 uses a, row 1 the base.
   const mixed = noGrad(() => { peft.ctx.rows = { order: ['a'], index: tensor([0, 1], { dtype: 'int64' }), names: ['a', null] }; try { return s.residual(h, x, null); } finally { peft.ctx.rows = null; } });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   tidy, noGrad, keep, randint, randn, crossEntropy, loadModel, PeftModel, savePeftAdapters, loadPeftAdapter, generate,
-  adapterMethodList, methodByName, registerAdapter, adapterMethod, zeros, Module, Container, Linear, BASE_DEFAULTS,
+  adapterMethodList, methodByName, registerAdapter, adapterMethod, zeros, tensor, Module, Container, Linear, BASE_DEFAULTS,
   type Tensor, type PretrainedModel, type AdapterMethod, type AdapterContext, type TunerLayer,
 } from '../src/index.js';
 
@@ -33,7 +33,34 @@ const SMALL: Record<string, Record<string, unknown>> = {
   PACA: { r: 4 },
   S2FT: { numChannels: 8 },
   LOWBIT_LORA: { r: 2, loraAlpha: 4 },
+  MOE_LORA: { r: 2, numExperts: 3, topK: 2 },
+  POLY: { r: 2, nTasks: 2, nSkills: 2 },
 };
+/**
+ * Methods that need setup a plain create cannot give: Poly reads per-row task ids from its slot;
+ * MixDA gates LoRA domain adapters that must exist first (and load first).
+ */
+const SETUP: Record<string, { create?(m: PretrainedModel, o: Record<string, unknown>): PeftModel; load?(m: PretrainedModel, dir: string, warn: (w: string) => void): PeftModel; prepare?(p: PeftModel): void }> = {
+  POLY: { prepare: (p) => { (p.ctx.slots.POLY as Record<string, unknown> | undefined ?? (p.ctx.slots.POLY = {}) as Record<string, unknown>).taskIds = keep(tensor([0, 1], { dtype: 'int64' })); } },
+  MIXDA: {
+    create: (m, o) => {
+      const p = PeftModel.create(m, { peftType: 'LORA', r: 2 } as never, { adapterName: 'dom_a', seed: 1 });
+      p.addAdapter('dom_b', { peftType: 'LORA', r: 2 } as never, { seed: 2 });
+      noGrad(() => p.parts().forEach(([, part]) => ['dom_a', 'dom_b'].forEach((n, k) => part.adapterParameters(n).forEach((t, i) => t.add_(randn(t.shape, { seed: 70 + 10 * k + i }).mul(0.1))))));
+      p.addAdapter('default', { ...o, peftType: 'MIXDA', domainAdapters: ['dom_a', 'dom_b'] } as never, { seed: 3 });
+      p.setAdapter('default');
+      return p;
+    },
+    load: (m, dir, warn) => {
+      const p = loadPeftAdapter(m, join(dir, 'dom_a'), { adapterName: 'dom_a', warn });
+      loadPeftAdapter(p, join(dir, 'dom_b'), { adapterName: 'dom_b', warn });
+      loadPeftAdapter(p, dir, { warn });
+      p.setAdapter('default');
+      return p;
+    },
+  },
+};
+
 /** Presets that need what a table row cannot give (sample data for CorDA). */
 const SKIP = new Set(['corda']);
 
@@ -78,7 +105,9 @@ for (const c of cases()) {
       const x = keep(ids());
       try {
         const base = keep(logits(m, x));
-        const peft = PeftModel.create(m, { ...c.options, peftType: c.peftType } as never, { seed: 3 });
+        const setup = SETUP[c.peftType] ?? {};
+        const peft = setup.create ? setup.create(m, c.options) : PeftModel.create(m, { ...c.options, peftType: c.peftType } as never, { seed: 3 });
+        setup.prepare?.(peft);
         const caps = method.capabilities(peft.configs.get('default')! as never);
         // The base as the adapter leaves it (PiSSA/OLoRA move principal components out of the base weights).
         const baseNow = keep(peft.withAdaptersDisabled(() => logits(m, x)));
@@ -103,7 +132,9 @@ for (const c of cases()) {
         const dir = tmp();
         savePeftAdapters(peft, dir);
         const m2 = loadModel(join(HF, arch), { dtype: 'float32' });
-        const p2 = loadPeftAdapter(m2, dir, { warn: (w) => assert.fail(`unexpected warning: ${w}`) });
+        const warn = (w: string) => assert.fail(`unexpected warning: ${w}`);
+        const p2 = setup.load ? setup.load(m2, dir, warn) : loadPeftAdapter(m2, dir, { warn });
+        setup.prepare?.(p2);
         assert.ok(maxDiff(logits(m2, x), tuned) < 1e-5, 'loaded adapter gives the same logits');
         assert.equal(p2.configs.get('default')!.peftType, c.peftType);
         // 4. merge equals unmerged; unmerge restores.

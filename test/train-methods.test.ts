@@ -23,7 +23,9 @@ writeFileSync(join(work, 'cls.csv'), cls + '\n');
 /** One name per method, plus the presets that change where or how the method acts. */
 function methodNames(): { name: string; peftType: string }[] {
   const extra = new Set(['houlsby', 'parallel', 'compacter', 'compacter++', 'pfeiffer+inv', 'dora']);
-  return adapterMethodList().flatMap((m) => [m.names[0]!, ...m.names.filter((n) => extra.has(n))].map((name) => ({ name, peftType: m.peftType })));
+  // Poly needs per-row task ids and MixDA existing domain adapters: neither comes from a plain run config.
+  const needsSetup = new Set(['POLY', 'MIXDA']);
+  return adapterMethodList().filter((m) => !needsSetup.has(m.peftType)).flatMap((m) => [m.names[0]!, ...m.names.filter((n) => extra.has(n))].map((name) => ({ name, peftType: m.peftType })));
 }
 
 function checkRun(out: string, peftType: string, stdout: string): void {

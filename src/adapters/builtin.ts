@@ -11,3 +11,6 @@ import './paca/index.js';
 import './s2ft/index.js';
 import './lowbit/index.js';
 import './sparse/index.js';
+import './moe-lora/index.js';
+import './poly/index.js';
+import './mixda/index.js';

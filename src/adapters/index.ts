@@ -25,3 +25,7 @@ export { S2FT, S2ftLayer, type S2ftConfig, type S2ftOptions, resolveS2ft, DEFAUL
 export { LOWBIT_LORA, LowbitLoraLayer, quantize, dequantize, fakeQuant, steQuant, packCodes, unpackCodes, type LowbitLoraConfig, type LowbitLoraOptions, resolveLowbitLora, DEFAULT_LOWBIT_LORA, LOWBIT_LORA_FIELDS } from './lowbit/index.js';
 export { Stack, Fuse, Split, BatchSplit, Parallel, Average, parseSetup, validateSetup, leaves, describe as describeSetup, setupToDict, fusionName, type Block, type BlockKind, type Setup } from './composition.js';
 export { compositionWeights } from './lora/layer.js';
+export { MOE_LORA, MoeLoraLayer, MoeLoraRuntime, route, loadBalancingLoss, mixExperts, resolveMoeLora, expertsForLayer, DEFAULT_MOE_LORA, MOE_LORA_FIELDS, EXPERT_SHAPES, type MoeLoraConfig, type MoeLoraOptions, type ExpertShape } from './moe-lora/index.js';
+export { POLY, PolyLayer, PolyRuntime, withTaskIds, polyMixingWeights, resolvePoly, DEFAULT_POLY, POLY_FIELDS, type PolyConfig, type PolyOptions } from './poly/index.js';
+export { MIXDA, MixdaGate, resolveMixda, DEFAULT_MIXDA, MIXDA_FIELDS, type MixdaConfig, type MixdaOptions } from './mixda/index.js';
+export { addAdapterFusion, trainAdapterFusion, saveAdapterFusion, loadAdapterFusion, deleteAdapterFusion, adapterFusions, fusionRegularizationLoss, BertFusion, FUSION_PRESETS, resolveFusionConfig, type FusionConfig, type AddFusionOptions } from './bottleneck/index.js';

@@ -52,9 +52,7 @@ export function savePeftAdapters(peft: PeftModel, dir: string, opts: SaveOptions
         const state = transformed?.states.get(path) ?? part.adapterState(name);
         for (const [k, t] of state) tensors.set(key(path, k), t);
       }
-      for (const [path, m] of model.namedModules()) {
-        if (m instanceof ModulesToSave) for (const [k, t] of m.adapterState(name)) tensors.set(key(path, k), t);
-      }
+      for (const [path, m] of peft.savers()) for (const [k, t] of m.adapterState(name)) tensors.set(key(path, k), t);
       for (const [path, w] of peft.tokenWrappers()) for (const [k, t] of w.adapterState(name)) tensors.set(key(path, k), t);
       for (const [k, t] of trainedBiases(peft, name, config)) tensors.set(key('', k), t);
       if ('base_model_name_or_path' in json) json.base_model_name_or_path = config.baseModelNameOrPath ?? (model.config._name_or_path as string | undefined) ?? null;
@@ -157,7 +155,7 @@ export function loadPeftAdapter(target: PretrainedModel | PeftModel, dir: string
     const byOwner = new Map<string, Map<string, Tensor>>();
     const partPaths = peft.parts().filter(([, p]) => p.hasAdapter(name)).map(([p]) => p);
     const layerPaths = peft.tunerLayers().map(([p]) => p);
-    const saverPaths = peft.model.namedModules().filter(([, m]) => m instanceof ModulesToSave).map(([p]) => p);
+    const saverPaths = peft.savers().map(([p]) => p);
     const tokens = new Map(peft.tokenWrappers());
     const tokensLoaded = new Set<string>();
     for (const [key, t] of weights) {
@@ -213,12 +211,7 @@ export function loadPeftAdapter(target: PretrainedModel | PeftModel, dir: string
   if (!opts.isTrainable) {
     // Inference (PEFT's inference_mode): nothing of this adapter trains, its modules_to_save copies and
     // loaded biases included (a fresh PeftModel: the whole model is frozen).
-    for (const [, l] of peft.parts()) for (const t of l.adapterParameters(name)) t.requiresGrad = false;
-    for (const path of peft.model.namedModules().filter(([, m]) => m instanceof ModulesToSave).map(([p]) => p)) {
-      const s = peft.model.getSubmodule(path) as ModulesToSave;
-      if (s.hasAdapter(name)) s.modules_to_save.getSubmodule(name).requiresGrad_(false);
-    }
-    for (const [, w] of peft.tokenWrappers()) for (const t of w.adapterParameters(name)) t.requiresGrad = false;
+    peft.setTrainable([name], () => false);
     if (fresh) peft.model.requiresGrad_(false);
   }
   return peft;

@@ -81,25 +81,60 @@ export class PeftModel {
     return out;
   }
 
+  /**
+   * The model's wrappers and parts, found once per change of structure (a walk of every module costs
+   * milliseconds with hundreds of adapters resident, and forward and loading ask often).
+   */
+  private found: { parts: [string, AdapterPart][]; tuners: [string, TunerLayer][]; savers: [string, ModulesToSave][]; tokens: [string, TrainableTokens][] } | null = null;
+  private structure(): NonNullable<PeftModel['found']> {
+    if (this.found) return this.found;
+    const parts: [string, AdapterPart][] = [];
+    const tuners: [string, TunerLayer][] = [];
+    const savers: [string, ModulesToSave][] = [];
+    const tokens: [string, TrainableTokens][] = [];
+    // Wrappers and parts are never nested in one another's adapter containers: their insides are skipped.
+    const walk = (m: Module, path: string) => {
+      if (isAdapterPart(m)) parts.push([path, m]);
+      if (isTunerLayer(m)) tuners.push([path, m]);
+      if (m instanceof ModulesToSave) savers.push([path, m]);
+      if (isTrainableTokens(m)) tokens.push([path, m]);
+      if (isAdapterPart(m) && !isTunerLayer(m)) return;
+      for (const [n, c] of m.children()) {
+        if (isTunerLayer(m) && n !== 'base_layer') continue;
+        if (m instanceof ModulesToSave && n === 'modules_to_save') continue;
+        walk(c, path ? `${path}.${n}` : n);
+      }
+    };
+    walk(this.model, '');
+    this.found = { parts, tuners, savers, tokens };
+    return this.found;
+  }
+  /** Call after changing the model's modules outside PeftModel (the cached lists are rebuilt). */
+  structureChanged(): void {
+    this.found = null;
+  }
+
   /** Every adapter part in the model (wrapped layers, residual-site modules, prompt encoders, …). */
   parts(): [string, AdapterPart][] {
-    return this.model.namedModules().filter((e): e is [string, AdapterPart] => isAdapterPart(e[1]));
+    return [...this.structure().parts];
   }
   tunerLayers(): [string, TunerLayer][] {
-    return this.model.namedModules().filter((e): e is [string, TunerLayer] => isTunerLayer(e[1]));
+    return [...this.structure().tuners];
   }
-  private savers(): [string, ModulesToSave][] {
-    return this.model.namedModules().filter((e): e is [string, ModulesToSave] => e[1] instanceof ModulesToSave);
+  /** modules_to_save wrappers (a classifier head trained per adapter). */
+  savers(): [string, ModulesToSave][] {
+    return [...this.structure().savers];
   }
   /** trainable_token_indices wrappers (embeddings, and a head tied to one). */
   tokenWrappers(): [string, TrainableTokens][] {
-    return this.model.namedModules().filter((e): e is [string, TrainableTokens] => isTrainableTokens(e[1]));
+    return [...this.structure().tokens];
   }
 
   addAdapter(name: string, partial: AdapterOptions | AdapterConfigBase, opts: AddAdapterOptions = {}): AdapterConfigBase {
     // No dots: an adapter name is one segment of module paths (lora_A.<name>), as in PyTorch's ModuleDict.
     if (!/^[A-Za-z0-9_-]+$/.test(name) || name === BASE_ROW) throw new Error(`adapter name "${name}" must use letters, digits, _ and - only (and not be "${BASE_ROW}")`);
     if (this.configs.has(name)) throw new Error(`adapter "${name}" already exists`);
+    this.structureChanged();
     const given = (partial as { peftType?: string }).peftType;
     const method = given === undefined ? defaultAdapterMethod() : adapterMethod(given);
     const config = method.resolve({ ...partial, peftType: method.peftType } as never);
@@ -120,6 +155,10 @@ export class PeftModel {
     this.addTrainableTokens(name, config);
     this.configs.set(name, config);
     this.applyBias(config, paths);
+    this.structureChanged();
+    // New parts and wrappers take the model's mode (a model in eval mode gets eval-mode adapters).
+    for (const [, p] of this.parts()) p.train(this.model.training);
+    for (const [, p] of this.savers()) p.train(this.model.training);
     this.ctx.version++;
     return config;
   }
@@ -276,11 +315,21 @@ export class PeftModel {
     this.ctx.active = list;
     this.ctx.composition = null;
     this.ctx.version++;
-    for (const [, part] of this.parts()) {
-      for (const n of this.adapterNames()) for (const t of part.adapterParameters(n)) t.requiresGrad = list.includes(n);
-    }
-    for (const [, s] of this.savers()) for (const n of this.adapterNames()) if (s.hasAdapter(n)) s.modules_to_save.getSubmodule(n).requiresGrad_(list.includes(n));
-    for (const [, w] of this.tokenWrappers()) for (const n of this.adapterNames()) for (const t of w.adapterParameters(n)) t.requiresGrad = list.includes(n);
+    // Only adapters whose trainability changes are touched (a server with a thousand adapters loads often).
+    const change = this.adapterNames().filter((n) => this.trainable.get(n) !== list.includes(n));
+    this.setTrainable(change, (n) => list.includes(n));
+  }
+
+  /** What setAdapter last made trainable, per adapter (absent: not set yet, e.g. just added). */
+  private readonly trainable = new Map<string, boolean>();
+
+  /** Sets requiresGrad of the named adapters' parameters everywhere (parts, modules_to_save copies, token rows). */
+  setTrainable(names: readonly string[], on: (name: string) => boolean): void {
+    if (!names.length) return;
+    for (const [, part] of this.parts()) for (const n of names) for (const t of part.adapterParameters(n)) t.requiresGrad = on(n);
+    for (const [, s] of this.savers()) for (const n of names) if (s.hasAdapter(n)) s.modules_to_save.getSubmodule(n).requiresGrad_(on(n));
+    for (const [, w] of this.tokenWrappers()) for (const n of names) for (const t of w.adapterParameters(n)) t.requiresGrad = on(n);
+    for (const n of names) this.trainable.set(n, on(n));
   }
 
   deleteAdapter(name: string): void {
@@ -302,8 +351,10 @@ export class PeftModel {
       if (!this.adapterNames().some((n) => n !== name && w.hasAdapter(n))) this.model.setSubmodule(path, w.unload([]));
     }
     this.configs.delete(name);
+    this.trainable.delete(name);
     this.ctx.active = this.ctx.active.filter((n) => n !== name);
     this.ctx.version++;
+    this.structureChanged();
   }
 
   /** Runs `fn` with every adapter off: the base model alone. */
@@ -336,7 +387,8 @@ export class PeftModel {
     const b = input.inputIds.shape[0]!;
     if (names.length !== b) throw new Error(`adapterNames has ${names.length} entries for a batch of ${b} rows`);
     if (this.model.training) throw new Error('adapterNames (a mixed batch) cannot be used in training mode, as in PEFT: call model.eval() first');
-    const order = [...new Set(names.filter((n): n is string => n !== null))];
+    // Sorted: the same set of adapters gives the same stacked weights whatever the row order.
+    const order = [...new Set(names.filter((n): n is string => n !== null))].sort();
     for (const n of order) {
       const m = this.methodOf(n);
       if (!m.capabilities(this.configs.get(n)!).mixedBatch) throw new Error(`adapter "${n}" (${m.peftType}) cannot be used in a mixed batch: its method does not support per-row adapters`);
@@ -438,6 +490,7 @@ export class PeftModel {
   mergeAndUnload(): PretrainedModel {
     this.merge();
     for (const [path, layer] of this.tunerLayers()) this.model.setSubmodule(path, layer.unload());
+    this.structureChanged();
     for (const [path, part] of this.parts()) {
       part.detach?.(this.model);
       this.model.removeSubmodule(path).dispose();
@@ -456,7 +509,9 @@ export class PeftModel {
       this.model.setSubmodule(path, head);
     }
     this.configs.clear();
+    this.trainable.clear();
     this.ctx.active = [];
+    this.structureChanged();
     return this.model;
   }
 

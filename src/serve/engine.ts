@@ -101,6 +101,11 @@ interface Sequence {
   tops: { token: string; logprob: number }[][];
   /** Text already sent to the client. */
   sent: number;
+  /** Incremental detokenization (vLLM's): text of tokens before readOffset is settled; decode windows start at prefixOffset. */
+  prefixOffset: number;
+  readOffset: number;
+  /** Text of tokens before readOffset. */
+  settled: string;
   text: string;
   done: boolean;
   finishReason: SequenceResult['finishReason'];
@@ -271,7 +276,7 @@ export class Engine {
           const r = batch[b]!;
           this.metrics.promptTokens += r.o.promptIds.length;
           for (let i = 0; i < r.o.n; i++) {
-            const seq: Sequence = { req: r, index: i, tokens: [], logprobs: [], tops: [], sent: 0, text: '', done: false, finishReason: 'length' };
+            const seq: Sequence = { req: r, index: i, tokens: [], logprobs: [], tops: [], sent: 0, text: '', done: false, finishReason: 'length', prefixOffset: 0, readOffset: 0, settled: '' };
             r.seqs.push(seq);
             this.slab.addRow(layers, b, r.o.promptIds.length);
             this.rows.push(seq);
@@ -355,7 +360,7 @@ export class Engine {
         s.tops.push(lp.tops[i]!);
       }
       const stopId = (s.req.o.stopIds ?? this.stopIds).includes(t);
-      const text = await this.tok.decode(stopId ? s.tokens.slice(0, -1) : s.tokens);
+      const text = stopId ? s.text : await this.appendText(s);
       let finish: SequenceResult['finishReason'] | null = stopId ? 'stop' : null;
       let full = text;
       for (const st of s.req.o.stop) {
@@ -383,6 +388,25 @@ export class Engine {
       }
       if (finish) this.finishSeq(s, finish);
     }
+  }
+
+  /**
+   * The sequence's text with its newest token, decoding only a short window (vLLM's incremental
+   * detokenization): the window's text minus the text of its settled prefix is the new piece, kept
+   * pending while it ends in an incomplete character.
+   */
+  private async appendText(s: Sequence): Promise<string> {
+    const toks = s.tokens;
+    const prefix = await this.tok.decode(toks.slice(s.prefixOffset, s.readOffset));
+    const full = await this.tok.decode(toks.slice(s.prefixOffset));
+    if (full.length > prefix.length && !full.endsWith('\uFFFD')) {
+      const settled = s.settled + full.slice(prefix.length);
+      s.settled = settled;
+      s.prefixOffset = s.readOffset;
+      s.readOffset = toks.length;
+      return settled;
+    }
+    return s.settled + full.slice(prefix.length);
   }
 
   private finishSeq(s: Sequence, reason: SequenceResult['finishReason']): void {

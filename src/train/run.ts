@@ -103,7 +103,7 @@ function composeWith(peft: PeftModel, compose: NonNullable<RunConfig['compose']>
   if (!leaves(setup).includes('default')) throw new Error(`training config: compose.setup ${compose.setup} must include "default", the adapter being trained`);
   peft.setActive(setup);
   // AdapterHub's train_adapter with an active composition: the composed adapters stay frozen.
-  for (const name of Object.keys(compose.adapters)) for (const [, part] of peft.parts()) for (const t of part.adapterParameters(name)) t.requiresGrad = false;
+  peft.setTrainable(Object.keys(compose.adapters), () => false);
   log(`composition ${compose.setup}: ${Object.keys(compose.adapters).join(', ')} frozen, default trains`);
 }
 

@@ -10,6 +10,7 @@ import { BottleneckSite, BnAdapter } from './layer.js';
 import { InvertibleAdapters } from './invertible.js';
 import { SharedParameters } from './shared.js';
 import { residualSites, hiddenSize } from './sites.js';
+import { fusionRegularizationLoss } from './fusion-api.js';
 
 function inject({ peft, name, config: c, seed: seed0 }: InjectArgs<BottleneckConfig>): void {
   const model = peft.model;
@@ -68,6 +69,10 @@ export const BOTTLENECK: AdapterMethod<BottleneckConfig> = {
   cliFlags: { reduction: 'reductionFactor', dropout: 'dropout' },
   summary: 'bottleneck adapters at each residual connection (AdapterHub: Pfeiffer/Houlsby/parallel, invertible, Compacter); trains down/up projections',
   capabilities: () => ({ mergeable: false, mixedBatch: true, kvCache: true, composable: true }),
+  // Nested Parallel is not applied (it would replicate the batch inside the model): see layer.ts.
+  compositions: ['Fuse', 'Split', 'Average', 'BatchSplit'],
+  // AdapterHub's AdapterTrainer adds the fusion value-matrix regularisation while training a fusion.
+  runtime: (peft) => ({ auxLoss: () => (peft.model.training ? fusionRegularizationLoss(peft) : null) }),
   format: ADAPTERHUB_FORMAT,
   detect: detectAdapterHub,
   fromJson: (raw, warn) => resolveBottleneck(bottleneckJsonToOptions(raw, warn) as Partial<BottleneckConfig>),
@@ -85,3 +90,8 @@ export { InvertibleAdapters, NICECouplingBlock } from './invertible.js';
 export { SharedParameters } from './shared.js';
 export { PHMLayer, batchedKron } from './phm.js';
 export { residualSites } from './sites.js';
+export { BertFusion, FUSION_PRESETS, resolveFusionConfig, type FusionConfig } from './fusion.js';
+export {
+  addAdapterFusion, trainAdapterFusion, saveAdapterFusion, loadAdapterFusion, deleteAdapterFusion, adapterFusions,
+  fusionRegularizationLoss, ADAPTERFUSION_CONFIG_NAME, SAFE_ADAPTERFUSION_WEIGHTS_NAME, type AddFusionOptions,
+} from './fusion-api.js';
