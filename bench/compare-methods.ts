@@ -73,10 +73,17 @@ const SPECS: Spec[] = [
   { name: 'spt', paper: 'He+ 2023', lr: 1e-2, options: (m) => ({ targetModules: demoLora(m, false).targetModules, budget: 0.02 }), why: 'the 2% most sensitive entries across layers' },
   { name: 'paca', paper: 'Woo+ 2025', lr: 3e-3, options: (m) => ({ targetModules: demoLora(m, false).targetModules, r: 8 }), why: 'r 8 columns per weight trained in place' },
   { name: 's2ft', paper: 'Yang+ 2024', lr: 3e-3, why: 'one head and 32 FFN channels per layer (the method\'s defaults)' },
-  { name: 'lora-4bit', paper: 'QAT (STE)', lr: 3e-3, options: (m) => ({ ...demoLora(m, false), bits: 4 }), why: 'the demo\'s LoRA on the linear layers, A and B fake-quantized to 4 bits' },
-  { name: 'lora-2bit', paper: 'QAT (STE)', lr: 3e-3, options: (m) => ({ ...demoLora(m, false), bits: 2 }), why: 'as lora-4bit, 2 bits' },
-  { name: 'lora-1bit', paper: 'BinaryConnect-style', lr: 3e-3, options: (m) => ({ ...demoLora(m, false), bits: 1 }), why: 'as lora-4bit, sign x mean |w| per row' },
+  { name: 'lora-4bit', paper: 'QAT (STE)', lr: 3e-3, options: (m) => ({ ...loraNoPattern(m), bits: 4 }), why: 'the demo\'s LoRA on the linear layers, A and B fake-quantized to 4 bits' },
+  { name: 'lora-2bit', paper: 'QAT (STE)', lr: 3e-3, options: (m) => ({ ...loraNoPattern(m), bits: 2 }), why: 'as lora-4bit, 2 bits' },
+  { name: 'lora-1bit', paper: 'BinaryConnect-style', lr: 3e-3, options: (m) => ({ ...loraNoPattern(m), bits: 1 }), why: 'as lora-4bit, sign x mean |w| per row' },
 ];
+
+/** The demo's LoRA on the linear layers only, without rank_pattern (for LoRA-like methods that have none). */
+function loraNoPattern(model: Module): Record<string, unknown> {
+  const { rankPattern: _unused, ...rest } = demoLora(model, false);
+  void _unused;
+  return rest;
+}
 
 /** The demo's LoRA: r 4 on every linear layer (the head excepted), r 8 on the input embedding, alpha 2r, no dropout. */
 function demoLora(model: Module, withEmbedding = true): Record<string, unknown> {
