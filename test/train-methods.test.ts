@@ -41,7 +41,7 @@ for (const { name, peftType } of methodNames()) {
   test(`adapterkit train --method ${name}`, () => {
     const out = join(work, `run-${name.replace(/[^a-z0-9]/gi, '_')}`);
     const r = cli('train', '--model', model, '--data', join(work, 'cls.csv'), '--task', 'sequence-classification', '--method', name,
-      '--output', out, '--max-steps', '3', '--batch-size', '8', '--lr', '0.01', '--no-progress', ...(name.startsWith('compacter') ? ['--reduction', '4'] : []));
+      '--output', out, '--max-steps', '3', '--batch-size', '8', '--lr', '0.01', '--no-progress', ...(name.startsWith('compacter') ? ['--reduction', '4'] : []), ...(name === 'shira' ? ['--adapter-options', '{"r": 2}'] : []));
     assert.equal(r.status, 0, r.stderr + r.stdout);
     assert.match(r.stdout, new RegExp(`method ${name.replace(/[+]/g, '\\+')} \\(${peftType}\\)`));
     checkRun(out, peftType, r.stdout);

@@ -21,9 +21,13 @@ import type { Module } from '../nn/module.js';
 export const DEMO_USAGE = `usage: adapterkit demo [--model DIR] [--epochs N] [--lr X] [--r N] [--seed N] [--output DIR] [--dtype auto|float32|bfloat16] [--profile]
   LoRA-tunes the embedded default model (or --model) on review sentiment: LoRA on every linear layer
   and a new classification head, under 5% of the parameters; accuracy before and after on held-out data.
-  --dtype auto (default) picks bfloat16 only where the CPU computes it natively, else float32.`;
+  --dtype auto (default) picks bfloat16 only where the CPU computes it natively, else float32.
+  --compose: the adapter-composition demo instead (Stack, Fuse, Average, a MixDA gate, merging), with
+  [--steps N] [--domain-steps N] [--lr X] [--seed N] [--output DIR] [--dtype ...] [--model DIR].`;
 
 export async function demoCommand(args: string[]): Promise<number> {
+  // --compose: the adapter-composition demo (its own flags, see DEMO_COMPOSE_USAGE).
+  if (args.includes('--compose')) return (await import('./demo-compose.js')).composeDemoCommand(args.filter((a) => a !== '--compose'));
   const f = parseFlags(args, {
     model: { type: 'string' }, epochs: { type: 'string' }, lr: { type: 'string' }, r: { type: 'string' }, seed: { type: 'string' }, output: { type: 'string' },
     dtype: { type: 'string' }, profile: { type: 'boolean' },
