@@ -152,6 +152,8 @@ interface RunOpts {
   vocab: number;
   /** Requests kept in flight (closed loop); 0: all submitted at once. */
   inFlight?: number;
+  /** Load the workload's adapters before timing (the steady state: adapters resident, as S-LoRA's figures). */
+  warm?: boolean;
 }
 
 async function run(o: RunOpts, tok: HFTokenizer): Promise<Row> {
@@ -204,6 +206,7 @@ async function run(o: RunOpts, tok: HFTokenizer): Promise<Row> {
   const adapterOf = (i: number) => (o.adapters && !o.merged ? id(i % o.adapters) : null);
   // Warm-up: one small batch (kernels for the shapes, first adapter loads excluded from nothing else).
   await go(prompts(4, o.vocab, 99), adapterOf, 0);
+  if (o.warm && o.adapters && !o.merged) for (let i = 0; i < Math.min(o.adapters, o.requests); i++) pool.release(pool.acquire(id(i)));
   resetProf();
   const loads0 = pool.stats.loads;
   const ev0 = pool.stats.evictions;
@@ -240,7 +243,8 @@ async function suite(label: string, modelDir: string, targets: string[], root: s
   const plan: Omit<RunOpts, keyof typeof base>[] = [
     { config: 'base only', adapters: 0, maxResident: 1 },
     { config: 'merged (1 adapter)', adapters: 1, maxResident: 1, merged: true },
-    ...[1, 10, 100, 1000].map((n) => ({ config: 'lora', adapters: n, maxResident: Math.max(n, 1) })),
+    ...[1, 10, 100, 1000].map((n) => ({ config: 'lora', adapters: n, maxResident: Math.max(n, 1), warm: true })),
+    { config: 'lora cold loads', adapters: 1000, maxResident: 1000 },
     { config: 'lora lru100 closed64', adapters: 1000, maxResident: 100, inFlight: 2 * MAX_BATCH },
   ];
   for (const p of plan) {

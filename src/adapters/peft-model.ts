@@ -318,6 +318,7 @@ export class PeftModel {
     // Only adapters whose trainability changes are touched (a server with a thousand adapters loads often).
     const change = this.adapterNames().filter((n) => this.trainable.get(n) !== list.includes(n));
     this.setTrainable(change, (n) => list.includes(n));
+    for (const rt of this.runtimes.values()) rt.onActivate?.();
   }
 
   /** What setAdapter last made trainable, per adapter (absent: not set yet, e.g. just added). */

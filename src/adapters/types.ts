@@ -113,6 +113,8 @@ export interface TunerLayer extends AdapterPart {
 export interface MethodRuntime {
   /** Before every forward (training or not): put per-forward values into ctx.slots[peftType]. */
   beforeForward?(training: boolean): void;
+  /** After every setAdapter / setActive: a method freezes what it trains outside adapters (AdapterFusion layers). */
+  onActivate?(): void;
   /** An auxiliary loss of the last training forward (a router's load-balancing loss), added by the trainer; null: none. */
   auxLoss?(): Tensor | null;
   /** JSON-able state saved in training checkpoints for an exact resume. */

@@ -72,7 +72,11 @@ export const BOTTLENECK: AdapterMethod<BottleneckConfig> = {
   // Nested Parallel is not applied (it would replicate the batch inside the model): see layer.ts.
   compositions: ['Fuse', 'Split', 'Average', 'BatchSplit'],
   // AdapterHub's AdapterTrainer adds the fusion value-matrix regularisation while training a fusion.
-  runtime: (peft) => ({ auxLoss: () => (peft.model.training ? fusionRegularizationLoss(peft) : null) }),
+  runtime: (peft) => ({
+    auxLoss: () => (peft.model.training ? fusionRegularizationLoss(peft) : null),
+    // Fusion layers train only inside trainAdapterFusion (which unfreezes them after activating).
+    onActivate: () => { for (const [, part] of peft.parts()) if (part instanceof BottleneckSite) for (const [, l] of part.adapter_fusion_layer.children()) l.requiresGrad_(false); },
+  }),
   format: ADAPTERHUB_FORMAT,
   detect: detectAdapterHub,
   fromJson: (raw, warn) => resolveBottleneck(bottleneckJsonToOptions(raw, warn) as Partial<BottleneckConfig>),

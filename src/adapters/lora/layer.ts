@@ -230,6 +230,13 @@ export class LoraLayer extends Module implements TunerLayer {
   private mixedBatch(x: Tensor, result: Tensor): Tensor {
     const rows = this.ctx.rows!;
     if (this.merged.length) throw new Error('a mixed batch cannot run while adapters are merged (as in PEFT): unmerge first');
+    // Every row on the same adapter (a server's common case): the plain product, no gathered copies.
+    if (rows.order.length === 1 && rows.names.every((n) => n !== null)) {
+      const only = rows.order[0]!;
+      if (!this.adapters.has(only)) return result;
+      if (this.adapters.get(only)!.dora) throw new Error(`adapter "${only}" uses DoRA, which mixed batches do not support (as in PEFT)`);
+      return this.withAdapter(result, only, x, 1, result);
+    }
     const { A, B, bias } = this.stacked(rows.order);
     const idx = rows.index;  // (N)
     const n = x.shape[0]!;
