@@ -5,6 +5,7 @@
 //   y = base(x) + s B_p A_p x + s B_s A_s base(x),   s = hydra_alpha / r.
 // Several active adapters each add their branches to the same base output (they do not chain).
 // Shapes: N rows, T time, I in, O out, R rank, K adapters.
+import { BaseBackup } from '../base-backup.js';
 import { Module, Container } from '../../nn/module.js';
 import { Linear, Conv1D, Dropout, type LinearLayer } from '../../nn/layers.js';
 import { keep, noGrad, tidy, zeros, stack, type Tensor } from '../../tensor/index.js';
@@ -28,7 +29,7 @@ export class HydraLayer extends Module implements TunerLayer {
   readonly hydra_dropout = this.module('hydra_dropout', new Container());
   readonly adapters = new Map<string, AdapterState>();
   private merged: string[] = [];
-  private backup: { weight: Tensor; bias: Tensor } | null = null;  // the base before the first merge (exact unmerge)
+  private readonly backup = new BaseBackup();  // the base before the first merge (exact unmerge)
   private stackCache: { key: string; Ap: Tensor; Bp: Tensor; As: Tensor; Bs: Tensor } | null = null;
 
   constructor(base: LinearLayer, private readonly ctx: AdapterContext) {
@@ -183,9 +184,9 @@ export class HydraLayer extends Module implements TunerLayer {
     if (!todo.length) return;
     if (this.ctx.sharedBaseWeights) throw new Error('cannot merge adapters into replicated layers (layer_replication): the copies share their base weights; run unmerged');
     noGrad(() => {
-      if (!this.backup) this.backup = { weight: keep(this.base_layer.weight.clone()), bias: keep(this.base_layer.bias ? this.base_layer.bias.clone() : zeros([0])) };
-      const w0 = this.backup.weight;
-      const b0 = this.base_layer.bias ? this.backup.bias : null;
+      this.backup.take(this.base_layer, true);
+      const w0 = this.backup.weight!;
+      const b0 = this.backup.bias;
       for (const name of todo) {
         const w = this.base_layer.weight;
         const { Ap, Bp, As, Bs } = this.weights(name);
@@ -210,20 +211,13 @@ export class HydraLayer extends Module implements TunerLayer {
 
   /** Restores the base weight and bias exactly (from the copies taken at the first merge). */
   unmerge(): void {
-    if (!this.backup) return;
-    this.base_layer.setParameter('weight', this.backup.weight, this.base_layer.weight.requiresGrad);
-    const b = this.base_layer.bias;
-    if (b) this.base_layer.setParameter('bias', this.backup.bias, b.requiresGrad);
-    else this.backup.bias.dispose();
-    this.backup = null;
+    if (!this.backup.restore(this.base_layer)) return;
     this.merged = [];
     this.ctx.version++;
   }
 
   unload(): Module {
-    this.backup?.weight.dispose();
-    this.backup?.bias.dispose();
-    this.backup = null;
+    this.backup.dispose();
     this.merged = [];
     this.dropStack();
     for (const name of [...this.adapters.keys()]) this.deleteAdapter(name);
@@ -260,9 +254,7 @@ export class HydraLayer extends Module implements TunerLayer {
 
   override dispose(): void {
     this.dropStack();
-    this.backup?.weight.dispose();
-    this.backup?.bias.dispose();
-    this.backup = null;
+    this.backup.dispose();
     super.dispose();
   }
 }

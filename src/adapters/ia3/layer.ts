@@ -4,6 +4,7 @@
 //   - a non-feedforward layer scales its OUTPUT, bias included:  y = l ⊙ (W x + b),  l: (O, 1)
 //   - a feedforward layer scales its INPUT:                      y = W (l ⊙ x) + b,  l: (1, I)
 // Several active adapters multiply their vectors. Shapes: N rows, T time, I in, O out, K adapters.
+import { BaseBackup } from '../base-backup.js';
 import { Module, Container } from '../../nn/module.js';
 import { Conv1D, type LinearLayer } from '../../nn/layers.js';
 import { keep, noGrad, tidy, ones, randn, stack, type Tensor } from '../../tensor/index.js';
@@ -20,7 +21,7 @@ export class Ia3Layer extends Module implements TunerLayer {
   /** Per adapter: true when it scales the input (PEFT's is_feedforward). */
   readonly feedforward = new Map<string, boolean>();
   private merged: string[] = [];
-  private backup: { weight: Tensor; bias: Tensor | null } | null = null;  // the base before the first merge (exact unmerge)
+  private readonly backup = new BaseBackup();  // the base before the first merge (exact unmerge)
   private stackCache: { key: string; input: Tensor | null; output: Tensor | null } | null = null;
 
   constructor(base: LinearLayer, private readonly ctx: AdapterContext) {
@@ -148,7 +149,7 @@ export class Ia3Layer extends Module implements TunerLayer {
         if (ff === undefined || this.merged.includes(name)) continue;
         const w = this.base_layer.weight;
         const b = this.base_layer.bias;
-        if (!this.backup) this.backup = { weight: keep(w.clone()), bias: b ? keep(b.clone()) : null };
+        this.backup.take(this.base_layer, true);
         const l = this.vector(name);  // (1, I) or (O, 1)
         const lw = this.fanInFanOut ? l.transpose(0, 1) : l;  // in the weight's layout
         this.base_layer.setParameter('weight', tidy(() => w.to(l.dtype).mul(lw).to(w.dtype)), w.requiresGrad);
@@ -161,19 +162,13 @@ export class Ia3Layer extends Module implements TunerLayer {
 
   /** Restores the base weight and bias exactly (from the copies taken at the first merge). */
   unmerge(): void {
-    if (!this.backup) return;
-    const { weight, bias } = this.backup;
-    this.base_layer.setParameter('weight', weight, this.base_layer.weight.requiresGrad);
-    if (bias) this.base_layer.setParameter('bias', bias, this.base_layer.bias!.requiresGrad);
-    this.backup = null;
+    if (!this.backup.restore(this.base_layer)) return;
     this.merged = [];
     this.ctx.version++;
   }
 
   unload(): Module {
-    this.backup?.weight.dispose();
-    this.backup?.bias?.dispose();
-    this.backup = null;
+    this.backup.dispose();
     this.merged = [];
     this.dropStack();
     for (const name of [...this.feedforward.keys()]) this.deleteAdapter(name);
@@ -202,9 +197,7 @@ export class Ia3Layer extends Module implements TunerLayer {
 
   override dispose(): void {
     this.dropStack();
-    this.backup?.weight.dispose();
-    this.backup?.bias?.dispose();
-    this.backup = null;
+    this.backup.dispose();
     super.dispose();
   }
 }

@@ -7,6 +7,7 @@
 // adapterkit extension: GPT-2's Conv1D ([in, out] weight) is wrapped too (PEFT wraps nn.Linear only);
 // ΔW is computed in the [out, in] orientation and transposed when merged.
 // Shapes: N rows, T time, I in, O out, K adapters.
+import { BaseBackup } from '../base-backup.js';
 import { Module, Container } from '../../nn/module.js';
 import { Conv1D, type LinearLayer } from '../../nn/layers.js';
 import { keep, noGrad, tidy, zeros, stack, rand, empty, type Tensor } from '../../tensor/index.js';
@@ -42,7 +43,7 @@ export abstract class LycorisLayer extends Module implements TunerLayer {
   readonly base_layer: LinearLayer;
   readonly adapters = new Map<string, LycorisState>();
   private merged: string[] = [];
-  private backup: Tensor | null = null;  // the base weight before the first merge (exact unmerge)
+  private readonly backup = new BaseBackup();  // the base before the first merge (exact unmerge)
   private stackCache: { key: string; D: Tensor } | null = null;
 
   constructor(base: LinearLayer, protected readonly ctx: AdapterContext, private readonly keys: readonly string[]) {
@@ -171,7 +172,7 @@ export abstract class LycorisLayer extends Module implements TunerLayer {
     if (!todo.length) return;
     if (this.ctx.sharedBaseWeights) throw new Error('cannot merge adapters into replicated layers (layer_replication): the copies share their base weights; run unmerged');
     noGrad(() => {
-      if (!this.backup) this.backup = keep(this.base_layer.weight.clone());
+      this.backup.take(this.base_layer);
       for (const name of todo) {
         const w = this.base_layer.weight;
         const nw = tidy(() => {
@@ -186,16 +187,13 @@ export abstract class LycorisLayer extends Module implements TunerLayer {
   }
 
   unmerge(): void {
-    if (!this.backup) return;
-    this.base_layer.setParameter('weight', this.backup, this.base_layer.weight.requiresGrad);
-    this.backup = null;
+    if (!this.backup.restore(this.base_layer)) return;
     this.merged = [];
     this.ctx.version++;
   }
 
   unload(): Module {
-    this.backup?.dispose();
-    this.backup = null;
+    this.backup.dispose();
     this.merged = [];
     this.dropStack();
     for (const name of [...this.adapters.keys()]) this.deleteAdapter(name);
@@ -235,8 +233,7 @@ export abstract class LycorisLayer extends Module implements TunerLayer {
 
   override dispose(): void {
     this.dropStack();
-    this.backup?.dispose();
-    this.backup = null;
+    this.backup.dispose();
     super.dispose();
   }
 }

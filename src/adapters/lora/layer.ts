@@ -3,6 +3,7 @@
 // y = base(x) + scaling * B A dropout(x). Variants are strategies chosen per adapter: plain, DoRA
 // (a learned magnitude per output row over a detached weight norm) and DyLoRA (nested ranks).
 // Shapes: N rows (…), I in, O out, R rank, K adapters.
+import { BaseBackup } from '../base-backup.js';
 import { Module, Container } from '../../nn/module.js';
 import { Linear, Conv1D, Dropout, type LinearLayer } from '../../nn/layers.js';
 import { keep, noGrad, tidy, zeros, stack, cat, type Tensor } from '../../tensor/index.js';
@@ -41,8 +42,7 @@ export class LoraLayer extends Module implements TunerLayer {
   readonly lora_magnitude_vector = this.module('lora_magnitude_vector', new Container());
   readonly adapters = new Map<string, AdapterState>();
   private merged: string[] = [];
-  private backup: Tensor | null = null;  // the base weight before the first merge (exact unmerge)
-  private biasBackup: Tensor | null = null;  // the base bias before a lora_bias merge
+  private readonly backup = new BaseBackup();  // the base before the first merge (exact unmerge)
   private stackCache: { key: string; A: Tensor; B: Tensor; bias: Tensor | null } | null = null;
   /** DyLoRA: the rank used outside training (default: the full rank). */
   dyloraEvalRank: number | null = null;
@@ -299,7 +299,7 @@ export class LoraLayer extends Module implements TunerLayer {
         const s = this.adapters.get(name);
         if (!s || this.merged.includes(name)) continue;
         const w = this.base_layer.weight;
-        if (!this.backup) this.backup = keep(w.clone());
+        this.backup.take(this.base_layer);
         const merged = tidy(() => {
           const w32 = w.to('float32');
           if (!s.dora) return w32.add(this.deltaWeight(name)).to(w.dtype);
@@ -314,7 +314,7 @@ export class LoraLayer extends Module implements TunerLayer {
           // PEFT merges lora_bias into the base bias: b += lora_B.bias * scaling (and cannot without one).
           const bias = this.base_layer.bias;
           if (!bias) throw new Error(`cannot merge adapter "${name}" with lora_bias: the base layer has no bias (as in PEFT)`);
-          if (!this.biasBackup) this.biasBackup = keep(bias.clone());
+          this.backup.take(this.base_layer, true);
           this.base_layer.setParameter('bias', tidy(() => bias.to('float32').add(lb.mul(this.scaling(name))).to(bias.dtype)), bias.requiresGrad);
         }
         this.merged.push(name);
@@ -325,20 +325,13 @@ export class LoraLayer extends Module implements TunerLayer {
 
   /** Restores the base weight bit for bit (from the copy taken at the first merge). */
   unmerge(): void {
-    if (!this.backup) return;
-    this.base_layer.setParameter('weight', this.backup, false);
-    this.backup = null;
-    if (this.biasBackup) this.base_layer.setParameter('bias', this.biasBackup, this.base_layer.bias!.requiresGrad);
-    this.biasBackup = null;
+    if (!this.backup.restore(this.base_layer)) return;
     this.merged = [];
     this.ctx.version++;
   }
 
   unload(): Module {
-    this.backup?.dispose();
-    this.backup = null;
-    this.biasBackup?.dispose();
-    this.biasBackup = null;
+    this.backup.dispose();
     this.dropStack();
     for (const name of [...this.adapters.keys()]) {
       this.merged = this.merged.filter((m) => m !== name);
@@ -398,8 +391,7 @@ export class LoraLayer extends Module implements TunerLayer {
 
   override dispose(): void {
     this.dropStack();
-    this.backup?.dispose();
-    this.biasBackup?.dispose();
+    this.backup.dispose();
     for (const s of this.adapters.values()) {
       s.initial?.A.dispose();
       s.initial?.B.dispose();

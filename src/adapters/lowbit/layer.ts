@@ -6,6 +6,7 @@
 // `lora_B.scales` (float32, (rows, 1)); loading sets the latent weights to code · scale, which the
 // forward quantizes back to the same values (to rounding of the recomputed scale, ≤ 1 ulp).
 // Shapes: N rows, T time, I in, O out, R rank, K adapters.
+import { BaseBackup } from '../base-backup.js';
 import { Module, Container } from '../../nn/module.js';
 import { Conv1D, Dropout, type LinearLayer } from '../../nn/layers.js';
 import { keep, noGrad, tidy, zeros, stack, type Tensor } from '../../tensor/index.js';
@@ -28,7 +29,7 @@ export class LowbitLoraLayer extends Module implements TunerLayer {
   readonly lora_dropout = this.module('lora_dropout', new Container());
   readonly adapters = new Map<string, AdapterState>();
   private merged: string[] = [];
-  private backup: Tensor | null = null;  // the base weight before the first merge (exact unmerge)
+  private readonly backup = new BaseBackup();  // the base before the first merge (exact unmerge)
   private stackCache: { key: string; A: Tensor; B: Tensor } | null = null;
   private exported = new Map<string, Tensor[]>();  // file tensors handed out by adapterState (freed on the next call)
 
@@ -165,7 +166,7 @@ export class LowbitLoraLayer extends Module implements TunerLayer {
     if (!todo.length) return;
     if (this.ctx.sharedBaseWeights) throw new Error('cannot merge adapters into replicated layers (layer_replication): the copies share their base weights; run unmerged');
     noGrad(() => {
-      if (!this.backup) this.backup = keep(this.base_layer.weight.clone());
+      this.backup.take(this.base_layer);
       for (const name of todo) {
         const w = this.base_layer.weight;
         const next = tidy(() => {
@@ -182,16 +183,13 @@ export class LowbitLoraLayer extends Module implements TunerLayer {
   }
 
   unmerge(): void {
-    if (!this.backup) return;
-    this.base_layer.setParameter('weight', this.backup, this.base_layer.weight.requiresGrad);
-    this.backup = null;
+    if (!this.backup.restore(this.base_layer)) return;
     this.merged = [];
     this.ctx.version++;
   }
 
   unload(): Module {
-    this.backup?.dispose();
-    this.backup = null;
+    this.backup.dispose();
     this.merged = [];
     this.dropStack();
     for (const name of [...this.adapters.keys()]) this.deleteAdapter(name);
@@ -243,8 +241,7 @@ export class LowbitLoraLayer extends Module implements TunerLayer {
 
   override dispose(): void {
     this.dropStack();
-    this.backup?.dispose();
-    this.backup = null;
+    this.backup.dispose();
     for (const ts of this.exported.values()) ts.forEach((t) => t.dispose());
     this.exported.clear();
     super.dispose();

@@ -5,6 +5,7 @@
 // adapters add their deltas in activation order. Merge adds ΔW into the weight (the base is copied
 // first, so unmerge restores it bit for bit). On disk only the indices and the values are written.
 // Shapes: N rows, T time, I in, O out, n entries, K adapters.
+import { BaseBackup } from '../base-backup.js';
 import { Module, Container } from '../../nn/module.js';
 import { Conv1D, type LinearLayer } from '../../nn/layers.js';
 import { keep, noGrad, tidy, zeros, randn, stack, tensor, type Tensor } from '../../tensor/index.js';
@@ -44,7 +45,7 @@ export class SparseDiffLayer extends Module implements TunerLayer {
   readonly values: Container;
   private readonly entries = new Map<string, Entry>();
   private merged: string[] = [];
-  private backup: Tensor | null = null;
+  private readonly backup = new BaseBackup();  // the base before the first merge (exact unmerge)
 
   constructor(base: LinearLayer, private readonly ctx: AdapterContext, readonly spec: SparseSpec) {
     super();
@@ -179,7 +180,7 @@ export class SparseDiffLayer extends Module implements TunerLayer {
       for (const name of names) {
         if (!this.entries.has(name) || this.merged.includes(name)) continue;
         const w = this.base_layer.weight;
-        if (!this.backup) this.backup = keep(w.clone());
+        this.backup.take(this.base_layer);
         this.base_layer.setParameter('weight', tidy(() => w.to(this.valuesOf(name).dtype).add(this.deltaWeight(name)).to(w.dtype)), w.requiresGrad);
         this.merged.push(name);
       }
@@ -188,16 +189,13 @@ export class SparseDiffLayer extends Module implements TunerLayer {
   }
 
   unmerge(): void {
-    if (!this.backup) return;
-    this.base_layer.setParameter('weight', this.backup, this.base_layer.weight.requiresGrad);
-    this.backup = null;
+    if (!this.backup.restore(this.base_layer)) return;
     this.merged = [];
     this.ctx.version++;
   }
 
   unload(): Module {
-    this.backup?.dispose();
-    this.backup = null;
+    this.backup.dispose();
     this.merged = [];
     for (const name of [...this.entries.keys()]) this.deleteAdapter(name);
     return this.base_layer;
@@ -275,8 +273,7 @@ export class SparseDiffLayer extends Module implements TunerLayer {
   }
 
   override dispose(): void {
-    this.backup?.dispose();
-    this.backup = null;
+    this.backup.dispose();
     for (const e of this.entries.values()) { e.flat.dispose(); e.coo?.dispose(); }
     this.entries.clear();
     super.dispose();

@@ -3,6 +3,7 @@
 // `ssf_shift.<name>`, both (O), applied to the layer's output: y = γ ⊙ op(x) + β (the paper's
 // ssf_ada). Several active adapters apply in order: y = γ₂ ⊙ (γ₁ ⊙ op(x) + β₁) + β₂.
 // Shapes: N rows, T time, O features out, K adapters.
+import { BaseBackup } from '../base-backup.js';
 import { Module, Container } from '../../nn/module.js';
 import { Conv1D, LayerNorm, RMSNorm, type LinearLayer } from '../../nn/layers.js';
 import { keep, noGrad, tidy, ones, zeros, randn, stack, type Tensor } from '../../tensor/index.js';
@@ -22,7 +23,7 @@ export class SsfLayer extends Module implements TunerLayer {
   private readonly names = new Set<string>();
   private path = '';
   private merged: string[] = [];
-  private backup: { weight: Tensor; bias: Tensor | null } | null = null;  // the base before the first merge (exact unmerge)
+  private readonly backup = new BaseBackup();  // the base before the first merge (exact unmerge)
   private stackCache: { key: string; scale: Tensor; shift: Tensor } | null = null;
 
   constructor(base: SsfBase, private readonly ctx: AdapterContext) {
@@ -145,7 +146,7 @@ export class SsfLayer extends Module implements TunerLayer {
         const base = this.base_layer as LinearLayer | LayerNorm;
         const w = base.weight;
         const b = base.bias!;
-        if (!this.backup) this.backup = { weight: keep(w.clone()), bias: keep(b.clone()) };
+        this.backup.take(base, true);
         const g = this.scale(name);  // (O)
         const gw = base instanceof Conv1D ? g.unsqueeze(0) : w.ndim === 2 ? g.unsqueeze(1) : g;  // in the weight's layout
         base.setParameter('weight', tidy(() => w.to(g.dtype).mul(gw).to(w.dtype)), w.requiresGrad);
@@ -158,19 +159,13 @@ export class SsfLayer extends Module implements TunerLayer {
 
   /** Restores the base weight and bias exactly (from the copies taken at the first merge). */
   unmerge(): void {
-    if (!this.backup) return;
-    const base = this.base_layer as LinearLayer | LayerNorm;
-    base.setParameter('weight', this.backup.weight, base.weight.requiresGrad);
-    if (this.backup.bias) base.setParameter('bias', this.backup.bias, base.bias!.requiresGrad);
-    this.backup = null;
+    if (!this.backup.restore(this.base_layer as LinearLayer | LayerNorm)) return;
     this.merged = [];
     this.ctx.version++;
   }
 
   unload(): Module {
-    this.backup?.weight.dispose();
-    this.backup?.bias?.dispose();
-    this.backup = null;
+    this.backup.dispose();
     this.merged = [];
     this.dropStack();
     for (const name of [...this.names]) this.deleteAdapter(name);
@@ -201,9 +196,7 @@ export class SsfLayer extends Module implements TunerLayer {
 
   override dispose(): void {
     this.dropStack();
-    this.backup?.weight.dispose();
-    this.backup?.bias?.dispose();
-    this.backup = null;
+    this.backup.dispose();
     super.dispose();
   }
 }
