@@ -6,13 +6,24 @@ import type { Module } from '../nn/module.js';
 
 type BaseLayer = Module & { readonly weight: Tensor; readonly bias?: Tensor | null };
 
+/** A layer that stores its weight in another form (a quantized base) hands out its own exact copy. */
+interface OwnBackup {
+  restore(): void;
+  dispose(): void;
+}
+function ownBackup(layer: BaseLayer): OwnBackup | null {
+  const f = (layer as { backupWeight?: () => OwnBackup }).backupWeight;
+  return typeof f === 'function' ? f.call(layer) : null;
+}
+
 export class BaseBackup {
   private w: Tensor | null = null;
   private b: Tensor | null = null;
+  private own: OwnBackup | null = null;
 
   /** True once a copy is held (something is merged). */
   get taken(): boolean {
-    return this.w !== null;
+    return this.w !== null || this.own !== null;
   }
   /** The weight before the first merge. */
   get weight(): Tensor | null {
@@ -25,14 +36,20 @@ export class BaseBackup {
 
   /** Copies the layer's weight (once), and its bias too when `withBias` and it has one (once). */
   take(layer: BaseLayer, withBias = false): void {
-    if (!this.w) this.w = keep(layer.weight.clone());
+    if (!this.w && !this.own) {
+      this.own = ownBackup(layer);
+      if (!this.own) this.w = keep(layer.weight.clone());
+    }
     if (withBias && !this.b && layer.bias) this.b = keep(layer.bias.clone());
   }
 
   /** Puts the copies back (each tensor keeps the trainability it has now); false when nothing was held. */
   restore(layer: BaseLayer): boolean {
-    if (!this.w) return false;
-    layer.setParameter('weight', this.w, layer.weight.requiresGrad);
+    if (this.own) {
+      this.own.restore();
+      this.own = null;
+    } else if (this.w) layer.setParameter('weight', this.w, layer.weight.requiresGrad);
+    else return false;
     if (this.b) layer.setParameter('bias', this.b, layer.bias!.requiresGrad);
     this.w = null;
     this.b = null;
@@ -42,6 +59,8 @@ export class BaseBackup {
   dispose(): void {
     this.w?.dispose();
     this.b?.dispose();
+    this.own?.dispose();
+    this.own = null;
     this.w = null;
     this.b = null;
   }

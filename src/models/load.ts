@@ -10,6 +10,12 @@ import { readConfig, ConfigError } from './config.js';
 import { checkModelFits } from './size.js';
 import { modelFamily, taskFromArchitectures } from './registry.js';
 import type { PretrainedModel, RawConfig, Task } from './types.js';
+import { Linear, Conv1D } from '../nn/layers.js';
+import { empty } from '../tensor/index.js';
+import { QuantLinear } from '../quant/linear.js';
+import { quantizableLayers, quantFormatsOf } from '../quant/model.js';
+import { findQuantizedModules, readQuantized, quantizedEntries, quantizationConfig } from '../quant/bnb.js';
+import { parseQuantFormat, defaultBlocksize, type QuantFormat, type QuantizeOptions } from '../quant/weight.js';
 
 export interface LoadOptions {
   /**
@@ -26,6 +32,13 @@ export interface LoadOptions {
   seed?: number;
   /** Print notes (ignored keys, newly initialised heads) with this function. */
   log?: (msg: string) => void;
+  /**
+   * Quantize the base's Linear layers as they are read (QLoRA's recipe: heads and embeddings stay
+   * in `dtype`): 'nf4' | 'fp4' (block 64, double-quantized scales), 'int8' (per row), 'int4'
+   * (groups of 128), or the full options. Only one layer is ever held in full precision. A
+   * checkpoint saved quantized (bitsandbytes' format) loads quantized without this.
+   */
+  quantize?: QuantFormat | (QuantizeOptions & { skip?: string[] });
 }
 
 export type LoadedModel = PretrainedModel & { initWeights(seed: number, only?: (path: string) => boolean): void };
@@ -75,9 +88,48 @@ export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
   return model;
 }
 
+function quantOptions(q: LoadOptions['quantize']): (QuantizeOptions & { skip?: string[] }) | null {
+  if (q === undefined) return null;
+  if (typeof q === 'string') return { format: parseQuantFormat(q) };
+  parseQuantFormat(q.format);
+  return q;
+}
+
+// Pre-quantized layers (bitsandbytes' keys): each becomes a QuantLinear before the float weights
+// are matched; returns the checkpoint keys consumed.
+function loadQuantizedLayers(model: LoadedModel, reader: CheckpointReader): Set<string> {
+  const consumed = new Set<string>();
+  const prefix = model.basePrefix + '.';
+  for (const [ckpt, keys] of findQuantizedModules(reader)) {
+    const candidates = [ckpt, prefix + ckpt, ckpt.startsWith(prefix) ? ckpt.slice(prefix.length) : null];
+    const path = candidates.find((c): c is string => {
+      if (c === null) return false;
+      try {
+        const m = model.getSubmodule(c);
+        return m instanceof Linear || m instanceof Conv1D;
+      } catch {
+        return false;
+      }
+    });
+    if (path === undefined) throw new CheckpointMismatchError(`quantized weight ${ckpt}.weight has no Linear layer in ${model.modelType}`);
+    const old = model.getSubmodule(path) as Linear | Conv1D;
+    const q = readQuantized(reader, ckpt, [old.outFeatures, old.inFeatures]);
+    const bias = old.bias ? empty([old.outFeatures], { dtype: model.dtype }) : null;
+    model.setSubmodule(path, new QuantLinear(q, bias, model.dtype === 'float16' ? 'float32' : model.dtype));
+    old.dispose();
+    keys.forEach((k) => consumed.add(k));
+  }
+  return consumed;
+}
+
 function loadWeights(model: LoadedModel, dir: string, opts: LoadOptions): void {
   const reader = CheckpointReader.open(dir);
   try {
+    const consumed = loadQuantizedLayers(model, reader);
+    const quant = quantOptions(opts.quantize);
+    const already = quantFormatsOf(model);
+    if (quant && already.length && !already.includes(quant.format)) throw new ConfigError(`${dir} is already quantized (${already.join(', ')}); load it without quantize, or as ${already.join('/')}`);
+    const targets = new Map<string, string>((quant ? quantizableLayers(model, quant.skip) : []).map(([p]) => [`${p}.weight`, p]));
     const expected = new Map(model.namedParameters().map(([n, t]) => [n, t.shape] as const));
     const tied = model.tiedParameters();
     const prefix = model.basePrefix + '.';
@@ -86,6 +138,7 @@ function loadWeights(model: LoadedModel, dir: string, opts: LoadOptions): void {
     const mismatched: string[] = [];
     let ignored = 0;
     for (const key of reader.names()) {
+      if (consumed.has(key)) continue;
       const candidates = [key, prefix + key, key.startsWith(prefix) ? key.slice(prefix.length) : null];
       const name = candidates.find((c): c is string => c !== null && expected.has(c));
       if (name === undefined || tied.has(name)) {
@@ -115,13 +168,21 @@ function loadWeights(model: LoadedModel, dir: string, opts: LoadOptions): void {
           list('missing keys', reallyMissing) + list('unexpected keys', unexpected) + list('shape mismatches', mismatched) +
           '\n  help: is this checkpoint for another architecture or size? config.json and the weights must agree');
     }
-    for (const [name, key] of plan) model.setParameter(name, reader.read(key, { dtype: model.dtype }), false);
+    for (const [name, key] of plan) if (!targets.has(name)) model.setParameter(name, reader.read(key, { dtype: model.dtype }), false);
     if (newHead.length) {
       const heads = new Set(newHead);
       model.initWeights(opts.seed ?? 0, (path) => [...heads].some((h) => h.startsWith(path + '.') || h === path));
       opts.log?.(`newly initialised (not in the checkpoint): ${newHead.join(', ')}`);
     }
     tie(model);
+    // Quantized layers last, one at a time: the full-precision weight of one layer is the only one held.
+    for (const [name, path] of targets) {
+      model.setParameter(name, reader.read(plan.get(name)!, { dtype: model.dtype }), false);
+      const m = model.getSubmodule(path) as Linear | Conv1D;
+      model.setSubmodule(path, QuantLinear.fromLayer(m, { ...quant!, blocksize: quant!.blocksize ?? (defaultBlocksize(quant!.format) || undefined) }));
+      m.dispose();
+    }
+    if (targets.size) opts.log?.(`quantized ${targets.size} layers to ${quant!.format}`);
     if (ignored) opts.log?.(`ignored ${ignored} checkpoint keys (buffers, tied copies, other heads)`);
   } finally {
     reader.close();
@@ -142,12 +203,25 @@ export function saveModel(model: PretrainedModel, dir: string, opts: { maxShardB
       tensors.set(name, c);
     } else tensors.set(name, t);
   }
+  const formats = quantFormatsOf(model);
+  if (formats.length > 1) throw new Error(`cannot save a base quantized to several formats (${formats.join(', ')})`);
+  let qcfg: Record<string, unknown> | null = null;
+  for (const [path, m] of model.namedModules()) {
+    if (!(m instanceof QuantLinear)) continue;
+    const { entries, owned } = quantizedEntries(path, m);
+    for (const [k, t] of entries) tensors.set(k, t);
+    casts.push(...owned);
+    const sp = m.spec();
+    qcfg ??= quantizationConfig(m.format, { blocksize: sp.blocksize, doubleQuant: sp.nestedAbsmax !== undefined, computeDtype: m.computeDtype, skip: ['lm_head'] });
+  }
   try {
     writeSharded(dir, tensors, { maxShardBytes: opts.maxShardBytes ?? 4 * 2 ** 30 });
   } finally {
     casts.forEach((c) => c.dispose());
   }
-  const config = { ...model.config };
+  const config: Record<string, unknown> = { ...model.config };
+  if (qcfg) config.quantization_config = qcfg;
+  else delete config.quantization_config;
   if (opts.dtype) config.torch_dtype = opts.dtype;
   writeFileAtomic(join(dir, 'config.json'), new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n'));
 }

@@ -31,6 +31,16 @@ export class Module {
     return this._params.get(name) ?? null;
   }
 
+  /** An own buffer by name; null when absent. */
+  protected ownBuffer(name: string): Tensor | null {
+    return this._buffers.get(name) ?? null;
+  }
+
+  /** Forgets a buffer (the caller disposes it). */
+  protected dropBuffer(name: string): void {
+    this._buffers.delete(name);
+  }
+
   protected module<M extends Module>(name: string, m: M): M {
     this._modules.set(name, m);
     return m;
