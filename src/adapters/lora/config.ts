@@ -93,7 +93,7 @@ const HINTS: Record<string, string> = { rank: 'r', alpha: 'loraAlpha', dropout: 
 const INITS = [true, false, 'gaussian', 'pissa', 'olora', 'corda', 'eva', 'loftq', 'orthogonal', 'lora_ga', 'mica'];
 const isInit = (v: unknown): v is LoraInit => INITS.includes(v as never) || (typeof v === 'string' && /^pissa_niter_\d+$/.test(v));
 /** Inits that need data or quantisation adapterkit does not have: accepted on load, refused on creation. */
-export const LOAD_ONLY_INITS = ['eva', 'loftq', 'orthogonal', 'lora_ga', 'mica'];
+export const LOAD_ONLY_INITS = ['eva', 'orthogonal', 'lora_ga', 'mica'];
 
 const isNames = (v: unknown): v is string[] | string => typeof v === 'string' || (Array.isArray(v) && v.every((t) => typeof t === 'string'));
 

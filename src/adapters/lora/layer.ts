@@ -6,6 +6,8 @@
 import { BaseBackup } from '../base-backup.js';
 import { Module, Container } from '../../nn/module.js';
 import { Linear, Conv1D, Dropout, type LinearLayer } from '../../nn/layers.js';
+import { QuantLinear } from '../../quant/linear.js';
+import { loftqInit, loftqOptions } from './loftq.js';
 import { keep, noGrad, tidy, zeros, stack, cat, type Tensor } from '../../tensor/index.js';
 import type { AdapterConfigBase, AdapterContext, AddLayerOptions, TunerLayer } from '../types.js';
 import { patternValue } from '../targets.js';
@@ -86,7 +88,7 @@ export class LoraLayer extends Module implements TunerLayer {
     const r = patternValue(c.rankPattern, path) ?? c.r;
     const alpha = patternValue(c.alphaPattern, path) ?? c.loraAlpha;
     if (LOAD_ONLY_INITS.includes(c.initLoraWeights as string)) {
-      throw new Error(`init_lora_weights "${c.initLoraWeights}" is not implemented for creating an adapter (adapters saved with it load fine); use true, "gaussian", "pissa", "pissa_niter_<n>", "olora" or "corda"`);
+      throw new Error(`init_lora_weights "${c.initLoraWeights}" is not implemented for creating an adapter (adapters saved with it load fine); use true, "gaussian", "pissa", "pissa_niter_<n>", "olora", "corda" or "loftq"`);
     }
     const state: AdapterState = { r, alpha, rslora: c.useRslora, dora: c.useDora, dylora: c.dylora, bias: c.loraBias, initial: null };
     this.adapters.set(name, state);
@@ -102,7 +104,16 @@ export class LoraLayer extends Module implements TunerLayer {
       // here is what those iterations converge to.
       if (c.initLoraWeights === 'pissa' || /^pissa_niter_\d+$/.test(String(c.initLoraWeights))) init = pissaInit(this.baseWeightOI(), r, s);
       else if (c.initLoraWeights === 'olora') init = oloraInit(this.baseWeightOI(), r, s);
-      else if (c.initLoraWeights === 'corda') {
+      else if (c.initLoraWeights === 'loftq') {
+        if (this.base_layer instanceof QuantLinear) throw new Error(`LoftQ needs ${path}'s full-precision weight, but the base is already quantized: load the model unquantized (adapterkit train --quantize with init_lora_weights "loftq" does this), and LoftQ quantizes the layers it adapts`);
+        const lq = loftqInit(this.baseWeightOI(), r, s, loftqOptions(c.extra?.loftq_config));
+        init = { A: lq.A, B: lq.B };
+        // The base becomes the quantized Q that LoftQ fitted the adapter to.
+        const old = this.base_layer;
+        const b = old.bias;
+        this.setSubmodule('base_layer', new QuantLinear(lq.q, b ? b.detach().clone() : null, old.weight.dtype === 'float16' ? 'float32' : old.weight.dtype));
+        old.dispose();
+      } else if (c.initLoraWeights === 'corda') {
         // CorDA: the input covariance (I, I) of this layer, collected by the method's prepareAdapter from sample data.
         const cov = opts.data as Tensor | undefined;
         if (!cov) throw new Error(`CorDA needs the input covariance of ${path}: pass sample data (data: batches of input ids) when adding the adapter`);
