@@ -3,6 +3,7 @@
 // merged and unmerged. Every method goes through the contract of types.ts only: this file names no
 // method; what a method can do is read from its capabilities.
 import { Module } from '../nn/module.js';
+import { QuantLinear } from '../quant/linear.js';
 import { tensor, noGrad, cat, type Tensor } from '../tensor/index.js';
 import type { PretrainedModel, ModelInput, ModelOutput } from '../models/types.js';
 import { adapterMethod, defaultAdapterMethod } from './registry.js';
@@ -468,7 +469,9 @@ export class PeftModel {
 
   /** PEFT's print_trainable_parameters line. */
   printTrainableParameters(log: (s: string) => void = console.log): string {
-    const all = this.model.numParameters();
+    // A quantized base layer holds no parameter tensor; its out x in weights count, as PEFT counts 4-bit ones.
+    const quantized = this.model.namedModules().reduce((n, [, m]) => n + (m instanceof QuantLinear ? m.inFeatures * m.outFeatures : 0), 0);
+    const all = this.model.numParameters() + quantized;
     const tr = this.model.numParameters({ trainableOnly: true });
     const s = `trainable params: ${tr.toLocaleString('en-US')} || all params: ${all.toLocaleString('en-US')} || trainable%: ${((100 * tr) / all).toFixed(4)}`;
     log(s);

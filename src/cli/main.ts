@@ -17,23 +17,7 @@ const COMMANDS: Record<string, Command> = {
   merge: { summary: 'fold adapter(s) into the base and write a full checkpoint (--model --adapter --out)', run: async (a) => (await import('./merge.js')).mergeCommand(a) },
   inspect: { summary: 'list the tensors of a safetensors file or checkpoint folder', run: async (a) => (await import('./inspect.js')).inspectCommand(a) },
   'init-model': { summary: 'write a random HF-format checkpoint (--arch TYPE --out DIR)', run: async (a) => (await import('./init-model.js')).initModelCommand(a) },
-  info: {
-    summary: 'print the engine: CPU and its features, BLAS, threads, CUDA, the dtype auto picks',
-    async run() {
-      const ak = await import('../tensor/index.js');
-      const e = ak.engineInfo();
-      console.log(`adapterkit ${VERSION}`);
-      console.log(`libtorch   ${e.torch} (ATen kernels ${e.cpuCapability}, oneDNN ${e.mkldnn ? 'yes' : 'no'})`);
-      console.log(`cpu        ${e.cpu.model} (${e.cpu.arch}, ${e.cpu.physicalCores} cores, ${e.cpu.logicalCores} threads)`);
-      console.log(`features   ${e.cpuFeatures.join(' ') || 'none of avx2/avx512/amx/bf16'}`);
-      console.log(`blas       ${e.blas}`);
-      console.log(`threads    ${e.threads}`);
-      console.log(`cuda       ${ak.cuda.isAvailable() ? `yes (${ak.cuda.deviceCount()} devices, bfloat16 ${ak.cuda.isBf16Supported() ? 'yes' : 'no'})` : 'no'}`);
-      console.log(`dtype auto ${e.auto.dtype}: ${e.auto.reason}`);
-      if (ak.cuda.isAvailable()) console.log(`dtype auto on cuda ${ak.autoDtype('cuda').dtype}: ${ak.autoDtype('cuda').reason}`);
-      return 0;
-    },
-  },
+  info: { summary: 'the engine (CPU, BLAS, threads, CUDA, auto dtype); with --model DIR [--quantize F], weight memory per dtype', run: async (a) => (await import('./info.js')).infoCommand(a) },
 };
 
 function help(): string {
@@ -93,6 +77,7 @@ async function usageOf(cmd: string): Promise<string | null> {
     case 'train': return (await import('./train.js')).TRAIN_USAGE();
     case 'serve': return (await import('./serve.js')).SERVE_USAGE;
     case 'demo': return (await import('./demo.js')).DEMO_USAGE;
+    case 'info': return (await import('./info.js')).INFO_USAGE;
     default: return null;
   }
 }

@@ -22,11 +22,12 @@ export const TRAIN_USAGE = () => `usage: adapterkit train [--config FILE.json|ya
   --adapter-options JSON  any option of the method, e.g. '{"nonLinearity":"gelu"}' (PEFT's snake_case names work too)
   --lr X --epochs N --max-steps N --batch-size N --grad-accum N --schedule constant|linear|cosine
   --warmup-steps N --eval-every N --save-every N --early-stopping N --seed N --dtype auto|float32|bfloat16 --device cpu|cuda
+  --quantize nf4|fp4|int8|int4 (QLoRA: the frozen base quantized, the adapter trains on top; with init_lora_weights "loftq", LoftQ)
   --max-length N --skip-bad-rows --resume --gradient-checkpointing
   --overwrite             replace an earlier run in --output (otherwise a non-empty --output is refused)
   --skip-nonfinite        skip steps with a NaN/infinite loss or gradient (default: stop with an error)
   exit status: 0 done, 1 error, 2 usage, 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM (both save a checkpoint first)
-config file fields: model, task, method, dtype, output, data{train,eval,valFraction,maxLength,blockSize,...},
+config file fields: model, task, method, dtype, quantize, output, data{train,eval,valFraction,maxLength,blockSize,...},
   adapter{the method's options}, lora{r,loraAlpha,...: LoRA's options}, training{lr,epochs,maxSteps,batchSize,gradAccum,...}
 adapter methods:
 ${methodLines()}`;
@@ -55,7 +56,7 @@ export async function trainCommand(args: string[]): Promise<number> {
     config: s, model: s, data: s, 'eval-data': s, task: s, method: s, output: s, r: s, alpha: s, dropout: s, targets: s, dora: b, rslora: b,
     reduction: s, 'virtual-tokens': s, 'adapter-options': s,
     lr: s, epochs: s, 'max-steps': s, 'batch-size': s, 'grad-accum': s, schedule: s, 'warmup-steps': s, 'eval-every': s, 'save-every': s,
-    'early-stopping': s, seed: s, dtype: s, device: s, profile: b, 'max-length': s, 'skip-bad-rows': b, resume: b, overwrite: b, 'skip-nonfinite': b, 'no-progress': b, 'gradient-checkpointing': b,
+    'early-stopping': s, seed: s, dtype: s, quantize: s, device: s, profile: b, 'max-length': s, 'skip-bad-rows': b, resume: b, overwrite: b, 'skip-nonfinite': b, 'no-progress': b, 'gradient-checkpointing': b,
   }, TRAIN_USAGE());
   const c: Partial<RunConfig> = f.str('config') ? readConfigFile(f.str('config')!) : {};
   c.data = { ...(c.data ?? { train: '' }) };
@@ -71,6 +72,7 @@ export async function trainCommand(args: string[]): Promise<number> {
   if (str('output')) c.output = str('output');
   if (str('dtype')) c.dtype = str('dtype') as RunConfig['dtype'];
   if (str('device')) c.device = str('device') as RunConfig['device'];
+  if (str('quantize')) c.quantize = str('quantize') as RunConfig['quantize'];
   if (f.bool('profile')) c.training.profile = true;
   if (str('max-length')) c.data.maxLength = num('max-length', true);
   if (f.bool('skip-bad-rows')) c.data.onBadRow = 'skip';

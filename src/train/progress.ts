@@ -1,4 +1,4 @@
-// A progress bar for long work: step/total, a smoothed loss, tokens/s and ETA. On a terminal it
+// A progress bar for long work: step/total, a smoothed loss, tokens/s, ETA and peak RSS. On a terminal it
 // redraws one line; elsewhere (CI, pipes) it prints a line every `every` steps.
 export interface ProgressFields {
   step: number;
@@ -37,6 +37,8 @@ export class ProgressBar {
       f.lr !== undefined ? `lr ${f.lr.toExponential(2)}` : '',
       f.tokPerSec !== undefined ? `${f.tokPerSec.toFixed(0)} tok/s` : '',
       `${fmtTime(elapsed)}<${fmtTime(eta)}`,
+      // The process's peak resident memory so far (what a quantized base saves shows here).
+      `peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`,
       f.extra ?? '',
     ].filter(Boolean);
     const line = parts.join('  ');

@@ -6,7 +6,7 @@ import { rejectUnknownKeys } from '../io/config-keys.js';
 import { DEFAULT_TRAINER } from './trainer.js';
 import type { RunConfig } from './run.js';
 
-export const RUN_KEYS = ['model', 'task', 'output', 'method', 'dtype', 'device', 'data', 'adapter', 'compose', 'lora', 'training'] as const;
+export const RUN_KEYS = ['model', 'task', 'output', 'method', 'dtype', 'quantize', 'device', 'data', 'adapter', 'compose', 'lora', 'training'] as const;
 
 export const DATA_KEYS = [
   'train', 'eval', 'valFraction', 'maxLength', 'blockSize', 'onBadRow', 'textField', 'labelField', 'promptField', 'responseField',

@@ -19,6 +19,8 @@ import { assertFiniteParameters } from '../models/finite.js';
 import { readConfig } from '../models/config.js';
 import { prepareRunOutput, reportSkipped } from './run-output.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { quantizeModel } from '../quant/model.js';
+import { parseQuantFormat, type QuantFormat } from '../quant/weight.js';
 
 export type RunTask = 'causal-lm' | 'instruction' | 'sequence-classification' | 'token-classification';
 
@@ -36,6 +38,8 @@ export interface RunConfig {
   dtype: DType | 'auto';
   /** 'cpu' (default) or 'cuda[:N]'. */
   device?: Device;
+  /** Quantize the frozen base (QLoRA): nf4, fp4, int8 or int4. Adapters train on top in float32. */
+  quantize?: QuantFormat;
   data: {
     train: string;
     eval?: string | null;
@@ -86,6 +90,10 @@ export function validateRunConfig(c: Partial<RunConfig>): RunConfig {
   } else if (c.adapter && Object.keys(c.adapter).length) throw new Error('training config: method "full" takes no "adapter" options');
   const dtype = c.dtype ?? 'auto';
   if (!['auto', 'float32', 'bfloat16', 'float16'].includes(dtype)) throw new Error(`training config: dtype must be auto, float32, bfloat16 or float16, got "${dtype}"`);
+  if (c.quantize !== undefined) {
+    parseQuantFormat(String(c.quantize));
+    if (method === 'full') throw new Error('training config: quantize needs an adapter method (a quantized base is frozen; "full" would train it)');
+  }
   if (c.device !== undefined && !/^(cpu|cuda(:\d+)?)$/.test(c.device)) throw new Error(`training config: device must be cpu, cuda or cuda:N, got "${c.device}"`);
   return { ...(c as RunConfig), task, method, dtype };
 }
@@ -161,7 +169,11 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
     evalSet = s.validation;
   }
   const numLabels = label2id ? Object.keys(label2id).length : undefined;
-  const model = loadModel(c.model, { dtype: c.dtype, device: c.device, task: MODEL_TASK[c.task], numLabels, log });
+  // LoftQ fits each adapter to its layer's quantization, so it needs the full-precision base: the
+  // base is loaded unquantized, LoftQ quantizes the layers it adapts, and the rest is quantized after.
+  const ao = (adapterOptions?.options ?? {}) as Record<string, unknown>;
+  const loftq = c.quantize !== undefined && (ao.initLoraWeights ?? ao.init_lora_weights) === 'loftq';
+  const model = loadModel(c.model, { dtype: c.dtype, device: c.device, task: MODEL_TASK[c.task], numLabels, log, quantize: loftq ? undefined : c.quantize });
   try {
     assertFiniteParameters(model.namedParameters(), c.model, null);  // training from NaN weights only ever gives NaN
   } catch (e) {
@@ -203,6 +215,7 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
     } finally {
       batches.forEach((b) => [b.inputIds, b.attentionMask, b.labels].forEach((t) => t.dispose()));
     }
+    if (loftq) log(`LoftQ: ${quantizeModel(model, { format: c.quantize! })} more layers quantized to ${c.quantize}`);
     if (c.compose) composeWith(peft!, c.compose, log);
     log(`method ${c.method} (${adapterOptions.peftType})`);
     peft.printTrainableParameters(log);

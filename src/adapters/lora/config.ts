@@ -86,7 +86,8 @@ const FIELDS: [string, keyof LoraConfig][] = [
 ];
 const ALIASES: Record<string, string> = Object.fromEntries(FIELDS.filter(([j, k]) => j !== k).map(([j, k]) => [j, k]));
 ALIASES.corda_method = 'cordaMethod';
-const KNOWN = [...FIELDS.map(([, k]) => k as string), 'cordaMethod', 'dylora', 'extra'];
+ALIASES.loftq_config = 'loftqConfig';
+const KNOWN = [...FIELDS.map(([, k]) => k as string), 'cordaMethod', 'dylora', 'extra', 'loftqConfig'];
 /** Names from CLIs and papers, only suggested: rank -> r, alpha -> loraAlpha, targets -> targetModules. */
 const HINTS: Record<string, string> = { rank: 'r', alpha: 'loraAlpha', dropout: 'loraDropout', targets: 'targetModules', target: 'targetModules', rslora: 'useRslora', dora: 'useDora' };
 
@@ -104,6 +105,11 @@ const isNames = (v: unknown): v is string[] | string => typeof v === 'string' ||
 export function resolveLora(partial: LoraOptions | Partial<LoraConfig>): LoraConfig {
   const given = normalizeKeys('LoRA config', { ...partial } as Record<string, unknown>, KNOWN, ALIASES, HINTS);
   const c: LoraConfig = { ...DEFAULT_LORA, extra: {}, ...given } as LoraConfig;
+  // LoftQ's settings (loftq_bits, loftq_iter) are an init-only field: kept in extra, as on load.
+  if ('loftqConfig' in given) {
+    c.extra = { ...c.extra, loftq_config: given.loftqConfig };
+    delete (c as unknown as Record<string, unknown>).loftqConfig;
+  }
   c.peftType = 'LORA';
   if (!isPosInt(c.r)) bad('r', 'a positive integer', c.r);
   if (typeof c.loraAlpha !== 'number' || !Number.isFinite(c.loraAlpha) || c.loraAlpha <= 0) bad('lora_alpha', 'a positive number', c.loraAlpha);
