@@ -298,3 +298,17 @@ test('a replica killed under load: requests not yet streaming are retried on the
   for (const id of IDS) spread.add((await complete(id, 2)).headers.get('x-adapterkit-replica')!);
   assert.equal(spread.size, 2, 'the revived replica takes requests again');
 });
+
+test('a replica drained (Ctrl-C) under load: its running requests finish, new ones go to the other', async () => {
+  const [gone, stays] = [R[0]!, R[1]!];
+  const ids = ['a0', 'a1', ...IDS];
+  const first = ids.map((id) => complete(id, 30));
+  for (let i = 0; i < 400 && gone.engine.runningRows + gone.engine.queueDepth < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  const drained = gone.close();
+  R = [stays];  // after() must not close it twice
+  const second = ids.map((id) => complete(id, 30));
+  const all = await Promise.all([...first, ...second]);
+  await drained;
+  for (const r of all) assert.equal(r.status, 200, JSON.stringify(r.json));
+  assert.ok(all.slice(ids.length).every((r) => r.headers.get('x-adapterkit-replica') === stays.url), 'after the drain began, only the other replica serves');
+});

@@ -230,7 +230,7 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
               r.failures++;
               totals.failures++;
             }
-            if (out.kind === 'done' && model) r.resident.add(model);
+            if (out.kind === 'done' && model && model !== r.base) r.resident.add(model);
             return null;
           }
           const a: Answer = { status, headers: passHeaders(up.headers), body: await readAll(up), replica: r.url };
@@ -240,7 +240,7 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
             last5xx = a;
             continue;
           }
-          if (status < 300 && model) r.resident.add(model);  // until the next poll says otherwise
+          if (status < 300 && model && model !== r.base) r.resident.add(model);  // until the next poll says otherwise
           return a;
         } catch (e) {
           if (gone) return null;
@@ -319,9 +319,15 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
     let ok = false;
     for (const g of got) {
       if (!g || g.status !== 200) continue;
+      let list: unknown;
+      try {
+        list = (JSON.parse(g.text) as { data?: unknown }).data;
+      } catch {
+        continue;  // not a model list: as if the replica had not answered
+      }
+      if (!Array.isArray(list)) continue;
       ok = true;
-      const list = (JSON.parse(g.text) as { data?: { id: string }[] }).data ?? [];
-      for (const m of list) if (!seen.has(m.id)) { seen.add(m.id); data.push(m); }
+      for (const m of list as { id?: unknown }[]) if (m && typeof m.id === 'string' && !seen.has(m.id)) { seen.add(m.id); data.push(m as { id: string }); }
     }
     if (ok) return json(res, 200, { object: 'list', data });
     const refused = got.find((g) => g && g.status < 500);
