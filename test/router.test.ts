@@ -6,7 +6,7 @@
 // ends with an error event; health checks take the dead replica out and a restarted one back in.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -147,6 +147,16 @@ test('the router\'s API key, load/unload to the adapter\'s home, and the CLI', a
   const un = await post(`${router.url}/v1/adapters/unload`, { id: 'x1' });
   assert.equal(un.status, 200);
   assert.equal((await post(`${router.url}/v1/adapters/unload`, { id: 'x1' })).status, 404, 'not resident anywhere now');
+
+  const cli = (...args: string[]) => spawnSync(process.execPath, [join(repo, 'bin', 'adapterkit.js'), ...args], { encoding: 'utf8' });
+  assert.match(cli('--help').stdout, /route +one OpenAI-compatible front/);
+  assert.match(cli('route', '--help').stdout, /usage: adapterkit route --replicas URL,URL/);
+  const missing = cli('route');
+  assert.equal(missing.status, 2);
+  assert.match(missing.stderr, /--replicas is required/);
+  const notUrl = cli('route', '--replicas', 'localhost:8000');
+  assert.equal(notUrl.status, 2);
+  assert.match(notUrl.stderr, /--replicas: replica "localhost:8000" must be an http/);
 
   const child = spawn(process.execPath, [join(repo, 'bin', 'adapterkit.js'), 'route', '--replicas', R.map((x) => x.url).join(','), '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
