@@ -175,7 +175,7 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
   }
 
   /** Sends one request to a replica; resolves with its response head, rejects on a connection failure. */
-  function open(r: Replica, req: IncomingMessage, path: string, body: Buffer): { response: Promise<IncomingMessage>; abort(): void } {
+  function open(r: Replica, req: IncomingMessage, path: string, body: Buffer): { response: Promise<IncomingMessage>; abort(): void; reused(): boolean } {
     const u = new URL(r.url + path);
     const https = u.protocol === 'https:';
     const headers = { ...passHeaders(req.headers), 'content-length': body.length };
@@ -185,7 +185,7 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
       out.on('error', reject);
     });
     out.end(body);
-    return { response, abort: () => out.destroy() };
+    return { response, abort: () => out.destroy(), reused: () => out.reusedSocket };
   }
 
   /**
@@ -213,9 +213,19 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
         }
         r.inFlight++;
         try {
-          const call = open(r, req, path, body);
-          abort = call.abort;
-          const up = await call.response;
+          let up: IncomingMessage;
+          for (let fresh = false; ; fresh = true) {
+            const call = open(r, req, path, body);
+            abort = call.abort;
+            try {
+              up = await call.response;
+              break;
+            } catch (e) {
+              // A kept-alive socket the replica closed just as the request went out (the race Node's
+              // docs describe for reusedSocket): once more on a new connection, not a failure yet.
+              if (fresh || gone || !call.reused() || (e as NodeJS.ErrnoException).code !== 'ECONNRESET') throw e;
+            }
+          }
           const status = up.statusCode ?? 502;
           const sse = status < 300 && /^text\/event-stream/.test(String(up.headers['content-type'] ?? ''));
           if (sse) {
