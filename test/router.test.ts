@@ -3,7 +3,9 @@
 // client works through it; one adapter's requests land on one replica; many adapters spread over both;
 // 4xx answers pass through unchanged; a replica killed mid-load loses no request that had not started
 // streaming (they are retried on the other and give the same greedy text), a stream it was serving
-// ends with an error event; health checks take the dead replica out and a restarted one back in.
+// ends with an error event; health checks take the dead replica out and a restarted one back in; a
+// drained replica (Ctrl-C) finishes its requests while new ones go to the other. A fake replica checks
+// the retry rules one by one (5xx, resets before and after the first byte, a stream without [DONE]).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
