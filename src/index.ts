@@ -22,4 +22,7 @@ export * from './data/index.js';
 export { runTraining, type RunConfig } from './train/run.js';
 export { initModel } from './models/init-model.js';
 export { defaultModelDir } from './models/default-model.js';
+export { startRouter, type RouterOptions, type RunningRouter } from './serve/router.js';
+export { HashRing, pickBounded, loadBound } from './serve/hash-ring.js';
+export { ReplicaSet, Replica } from './serve/replica-set.js';
 export { VERSION } from './version.js';

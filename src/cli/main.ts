@@ -14,6 +14,7 @@ const COMMANDS: Record<string, Command> = {
   score: { summary: 'per-token log-probabilities (--model DIR --text TEXT | --ids 1,2,3)', run: async (a) => (await import('./score.js')).scoreCommand(a) },
   train: { summary: 'fine-tune with an adapter method (LoRA, IA3, bottleneck, prefix, …) or fully, from a JSON/YAML config and flags', run: async (a) => (await import('./train.js')).trainCommand(a) },
   serve: { summary: 'serve the base model and many adapters over an OpenAI-compatible HTTP API (--model --adapters --port)', run: async (a) => (await import('./serve.js')).serveCommand(a) },
+  route: { summary: 'one OpenAI-compatible front over several serve replicas, adapters routed by consistent hashing (--replicas URL,URL)', run: async (a) => (await import('./route.js')).routeCommand(a) },
   merge: { summary: 'fold adapter(s) into the base and write a full checkpoint (--model --adapter --out)', run: async (a) => (await import('./merge.js')).mergeCommand(a) },
   inspect: { summary: 'list the tensors of a safetensors file or checkpoint folder', run: async (a) => (await import('./inspect.js')).inspectCommand(a) },
   'init-model': { summary: 'write a random HF-format checkpoint (--arch TYPE --out DIR)', run: async (a) => (await import('./init-model.js')).initModelCommand(a) },
@@ -76,6 +77,7 @@ async function usageOf(cmd: string): Promise<string | null> {
     case 'merge': return (await import('./merge.js')).MERGE_USAGE;
     case 'train': return (await import('./train.js')).TRAIN_USAGE();
     case 'serve': return (await import('./serve.js')).SERVE_USAGE;
+    case 'route': return (await import('./route.js')).ROUTE_USAGE;
     case 'demo': return (await import('./demo.js')).DEMO_USAGE;
     case 'info': return (await import('./info.js')).INFO_USAGE;
     default: return null;

@@ -24,3 +24,13 @@ export function metric(name: string, type: 'counter' | 'gauge', help: string, va
   const l = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`).join(',');
   return [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name}${l ? `{${l}}` : ''} ${value}`];
 }
+
+/** One metric family with a series per label set (HELP and TYPE once, as Prometheus wants). */
+export function metricFamily(name: string, type: 'counter' | 'gauge', help: string, series: [Record<string, string>, number][]): string[] {
+  const out = [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`];
+  for (const [labels, value] of series) {
+    const l = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`).join(',');
+    out.push(`${name}${l ? `{${l}}` : ''} ${value}`);
+  }
+  return out;
+}
