@@ -353,6 +353,8 @@ AK_OP(quantize4bit) {
   if (T(info, 1).numel() != 16) fail("quantize4bit: the code must have 16 entries");
   const int64_t bs = I64(info, 2);
   if (bs < 2 || bs % 2) fail("quantize4bit: blocksize must be even and >= 2");
+  // NaN would slip through max/min (and the clamp would turn it into -absmax): refuse it up front.
+  if (!w.isfinite().all().item<bool>()) fail("quantize4bit: the weight has a non-finite value (NaN or infinity)");
   const int64_t n = w.numel();
   const int64_t nb = (n + bs - 1) / bs;
   at::Tensor packed = at::zeros({(n + 1) / 2}, at::kByte);
@@ -420,6 +422,7 @@ AK_OP(quantizeInt4) {
   const float* x = f32(w, "weight");
   if (w.dim() != 2) fail("quantizeInt4 needs a 2-D weight");
   const int64_t g = I64(info, 1);
+  if (!w.isfinite().all().item<bool>()) fail("quantizeInt4: the weight has a non-finite value (NaN or infinity)");
   if (g < 2 || g % 2 || w.size(1) % g) fail("quantizeInt4: the group size must be even and divide the input size " + std::to_string(w.size(1)) + ", got " + std::to_string(g));
   const int64_t n = w.numel(), nb = n / g;
   at::Tensor packed = at::zeros({n / 2}, at::kByte);

@@ -63,6 +63,15 @@ const int = (v: unknown, what: string, key: string): number => {
  * module's shape (out, in). Every size is validated before any kernel reads it.
  */
 export function readQuantized(reader: CheckpointReader, prefix: string, want: [number, number]): QuantizedWeight {
+  try {
+    return readQuantizedUnchecked(reader, prefix, want);
+  } catch (e) {
+    if (e instanceof QuantizedCheckpointError) throw e;
+    throw new QuantizedCheckpointError(`${prefix}.weight: ${(e as Error).message}`);
+  }
+}
+
+function readQuantizedUnchecked(reader: CheckpointReader, prefix: string, want: [number, number]): QuantizedWeight {
   const rd = (suffix: string, dtype?: DType): Tensor | undefined => {
     const k = prefix + suffix;
     return reader.has(k) ? reader.read(k, dtype ? { dtype } : {}) : undefined;

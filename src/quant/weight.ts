@@ -67,7 +67,7 @@ export class QuantizedWeight {
     }));
   }
 
-  /** Wraps tensors read from a file (validated by the kernels on first use and by `check()`). */
+  /** Wraps tensors read from a file after validating them (`check()`); takes ownership: on a refusal they are disposed. */
   static fromSpec(spec: QuantSpec): QuantizedWeight {
     const q = new QuantizedWeight(spec, spec.nestedAbsmax !== undefined);
     try {
