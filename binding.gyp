@@ -13,7 +13,8 @@
         "native/ops_nn.cc",
         "native/autograd.cc",
         "native/fused.cc",
-        "native/profiler.cc"
+        "native/profiler.cc",
+        "native/distributed.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -10,6 +10,7 @@ void registerNN(Napi::Object e);
 void registerAutograd(Napi::Object e);
 void registerFused(Napi::Object e);
 void registerProfiler(Napi::Object e);
+void registerDistributed(Napi::Object e);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerMeta(exports);
@@ -21,6 +22,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerAutograd(exports);
   registerFused(exports);
   registerProfiler(exports);
+  registerDistributed(exports);
   return exports;
 }
 
