@@ -56,6 +56,6 @@ if (mode === 'collectives') {
 } else if (mode === 'stall') {
   console.log('ready');
   if (rank === 0) pg.allReduce(tensor([1]), 'sum');  // rank 1 never comes: times out
-  else await new Promise((r) => setTimeout(r, 20000));
+  else await new Promise((r) => setTimeout(r, 4600));  // just past rank 0's timeout, then leaves
 }
 destroyProcessGroup();
