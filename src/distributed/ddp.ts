@@ -34,13 +34,24 @@ export function buckets(params: readonly Tensor[], bytes = BUCKET_BYTES): Tensor
 // Float32 carries every gradient and weight (bfloat16 and float16 exactly); float64 only when a weight is float64.
 const wire = (params: readonly Tensor[]) => (params.some((p) => p.dtype === 'float64') ? 'float64' : 'float32');
 
+// Gloo moves CPU memory: a buffer built on a GPU makes a round trip through the host.
+function reduceOnHost(pg: ProcessGroup, flat: Tensor, f: (t: Tensor) => void): Tensor {
+  if (flat.device === 'cpu') {
+    f(flat);
+    return flat;
+  }
+  const host = flat.to(null, 'cpu');
+  f(host);
+  return host.to(null, flat.device);
+}
+
 /** Copies rank `root`'s values of `params` to every rank (one broadcast per bucket). */
 export function broadcastParameters(pg: ProcessGroup, params: readonly Tensor[], root = 0): void {
   for (const group of buckets(params)) {
     noGrad(() => tidy(() => {
       const dtype = wire(group);
-      const flat = cat(group.map((p) => p.detach().reshape(-1).to(dtype)));  // (sum of numel)
-      pg.broadcast(flat, root);
+      let flat = cat(group.map((p) => p.detach().reshape(-1).to(dtype)));  // (sum of numel)
+      flat = reduceOnHost(pg, flat, (t) => pg.broadcast(t, root));
       flat.split(group.map((p) => p.numel)).forEach((piece, i) => group[i]!.copy_(piece.view(...group[i]!.shape)));
     }));
   }
@@ -58,10 +69,10 @@ export function allReduceGradients(pg: ProcessGroup, params: readonly Tensor[], 
     const last = k === groups.length - 1;
     noGrad(() => tidy(() => {
       const dtype = wire(group);
-      const parts = group.map((p) => p.grad?.reshape(-1).to(dtype) ?? zeros([p.numel], { dtype }));
-      if (last) parts.push(tensor([...extras], { dtype: 'float64' }).to(dtype));
-      const flat = cat(parts);  // (sum of numel [+ extras])
-      pg.allReduce(flat, 'sum');
+      const parts = group.map((p) => p.grad?.reshape(-1).to(dtype) ?? zeros([p.numel], { dtype, device: p.device }));
+      if (last) parts.push(tensor([...extras], { dtype: 'float64' }).to(dtype, group[0]?.device));
+      let flat = cat(parts);  // (sum of numel [+ extras])
+      flat = reduceOnHost(pg, flat, (t) => pg.allReduce(t, 'sum'));
       const pieces = flat.split([...group.map((p) => p.numel), ...(last ? [extras.length] : [])]);
       group.forEach((p, i) => {
         const g = pieces[i]!.view(...p.shape).to(p.dtype);
