@@ -126,7 +126,9 @@ export async function trainCommand(args: string[]): Promise<number> {
   const backend = str('backend') ?? 'gloo';
   if (backend !== 'gloo' && backend !== 'nccl') throw new UsageError(`--backend must be gloo or nccl, got "${backend}"`);
   const timeoutMs = Math.round(1000 * (numberFlag(str('dist-timeout'), 'dist-timeout', { above: 0 }) ?? 1800));
-  const pg = env ? initProcessGroup({ rank: env.rank, worldSize: env.worldSize, masterAddr: env.masterAddr, masterPort: env.masterPort, backend, timeoutMs }) : null;
+  const pg = env ? initProcessGroup({ rank: env.rank, worldSize: env.worldSize, masterAddr: env.masterAddr, masterPort: env.masterPort, backend, timeoutMs,
+    ...(process.env.GLOO_SOCKET_IFNAME ? { interface: process.env.GLOO_SOCKET_IFNAME } : {}),  // torchrun's name, for hosts with several networks
+  }) : null;
   const log = pg && pg.rank !== 0 ? () => {} : (s: string) => console.log(s);
   try {
     const r = await runTraining(c, { resume: f.bool('resume'), overwrite: f.bool('overwrite'), log });

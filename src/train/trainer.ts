@@ -377,6 +377,8 @@ export class Trainer {
     const device = this.o.model.device;
     const clock = new PhaseClock(c.profile);
     let profile: string[] = [];
+    // Dropout masks depend only on (seed, micro-step) and the rank: exact resume.
+    const seedOf = (m: number) => (this.dp.active ? mixSeed(mixSeed(c.seed, m), this.dp.rank) : mixSeed(c.seed, m));
     this.o.model.train();
     try {
       while (step < total) {
@@ -386,8 +388,7 @@ export class Trainer {
         const count = items.reduce((n, it) => n + itemCount(c.task, it.batch.labels as number[][]), 0);
         let stepLoss = 0;
         for (const it of items) {
-          // Dropout masks depend only on (seed, micro-step, rank): exact resume.
-          manualSeed(this.dp.active ? mixSeed(mixSeed(c.seed, micro++), this.dp.rank) : mixSeed(c.seed, micro++));
+          manualSeed(seedOf(micro++));
           // Tokens and the item count are the global batch's; the forward is this rank's slice.
           tokens += (it.batch.attentionMask as number[][]).reduce((s, r) => s + r.reduce((a, b) => a + b, 0), 0);
           const mine = this.dp.active ? this.dp.slice(it.indices).map((i) => this.o.train[i]!) : null;
@@ -395,7 +396,7 @@ export class Trainer {
           clock.time('forward + backward', () => tidy(() => {
             const t = toTensors(mine ? collate(mine, this.o.collate) : it.batch, { device });
             if (c.gradientCheckpointing) {
-              stepLoss += this.checkpointedStep(t.inputIds, t.attentionMask, t.labels, count, mixSeed(c.seed, micro));
+              stepLoss += this.checkpointedStep(t.inputIds, t.attentionMask, t.labels, count, seedOf(micro));
             } else {
               let l = this.lossSum(t.inputIds, t.attentionMask, t.labels).div(Math.max(1, count));
               const aux = this.o.peft?.auxLoss() ?? null;  // a router's load-balancing loss, per micro-batch
@@ -406,8 +407,8 @@ export class Trainer {
           }));
         }
         // One fused all-reduce: gradients, the loss and any rank's stop request (no-op on one process).
-        const synced = clock.time('all-reduce', () => this.dp.sync(params, stepLoss, this.stopRequested !== null));
-        stepLoss = synced.loss;
+        const synced = this.dp.active ? clock.time('all-reduce', () => this.dp.sync(params, stepLoss, this.stopRequested !== null)) : null;
+        if (synced) stepLoss = synced.loss;
         const gradNorm = clock.time('optimizer', () => clipGradNorm(params, c.maxGradNorm));  // the norm is checked even when not clipping
         this.optimizer.lr = lrAt(sched, step);
         if (Number.isFinite(stepLoss) && Number.isFinite(gradNorm)) clock.time('optimizer', () => this.optimizer.step());
@@ -458,7 +459,7 @@ export class Trainer {
         if (c.saveEvery && step % c.saveEvery === 0) clock.time('checkpoints', () => this.save(step, micro, best, tokens));
         await new Promise((r) => setImmediate(r));  // lets SIGINT/SIGTERM handlers run
         // Several ranks stop together, at the step whose all-reduce carried a request.
-        if (this.dp.active ? synced.stop : this.stopRequested) {
+        if (synced ? synced.stop : this.stopRequested) {
           stopped = this.stopRequested ?? 'signal';
           this.save(step, micro, best, tokens);
           break;
