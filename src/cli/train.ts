@@ -130,6 +130,8 @@ export async function trainCommand(args: string[]): Promise<number> {
     ...(process.env.GLOO_SOCKET_IFNAME ? { interface: process.env.GLOO_SOCKET_IFNAME } : {}),  // torchrun's name, for hosts with several networks
   }) : null;
   const log = pg && pg.rank !== 0 ? () => {} : (s: string) => console.log(s);
+  // One GPU per process on a machine: "cuda" means this process's own, cuda:LOCAL_RANK (as torchrun users do).
+  if (env && c.device === 'cuda') c.device = `cuda:${env.localRank}`;
   try {
     const r = await runTraining(c, { resume: f.bool('resume'), overwrite: f.bool('overwrite'), log });
     // Stopped by a signal (after saving): the shell's 128 + signal number, so scripts can tell.
