@@ -15,7 +15,7 @@ const [mode, rankS, worldS, portS, out] = process.argv.slice(2);
 const rank = Number(rankS);
 const worldSize = Number(worldS);
 setNumThreads(1);
-const pg = initProcessGroup({ rank, worldSize, masterPort: Number(portS), timeoutMs: mode === 'loop' || mode === 'stall' ? 4000 : 30000 });
+const pg = initProcessGroup({ rank, worldSize, masterPort: Number(portS), timeoutMs: mode === 'stall' ? 5000 : 30000 });
 
 if (mode === 'collectives') {
   const r: Record<string, unknown> = {};
@@ -56,6 +56,6 @@ if (mode === 'collectives') {
 } else if (mode === 'stall') {
   console.log('ready');
   if (rank === 0) pg.allReduce(tensor([1]), 'sum');  // rank 1 never comes: times out
-  else await new Promise((r) => setTimeout(r, 4600));  // just past rank 0's timeout, then leaves
+  else await new Promise((r) => setTimeout(r, 5600));  // just past rank 0's timeout, then leaves
 }
 destroyProcessGroup();

@@ -94,15 +94,16 @@ test('killing one peer makes the other fail with a clear error, well within the 
   const r0 = rs[0]!;
   assert.equal(r0.code, 1);
   assert.match(r0.stderr, /TorchError: allReduce\(.*\): allReduce failed on rank 0 of 2: .*(Connection|closed|reset|timed out).*a peer process died/);
-  assert.ok(killedAt > 0 && r0.exitedAt - killedAt < 4000, `rank 0 left ${r0.exitedAt - killedAt} ms after the kill (timeout 4000 ms)`);
+  // The timeout is 30 s: a dead peer is noticed by its closed connection, not by waiting.
+  assert.ok(killedAt > 0 && r0.exitedAt - killedAt < 5000, `rank 0 left ${r0.exitedAt - killedAt} ms after the kill (timeout 30000 ms)`);
 });
 
 test('a peer that never reaches the collective is a timeout error, not a hang', { skip }, async () => {
   const rs = await ranks('stall');
   const r0 = rs[0]!;
   assert.equal(r0.code, 1);
-  assert.match(r0.stderr, /allReduce failed on rank 0 of 2: Operation timed out!.*within 4000 ms/);
-  assert.ok(r0.ms < 15000, `rank 0 gave up after ${r0.ms} ms (timeout 4000 ms)`);
+  assert.match(r0.stderr, /allReduce failed on rank 0 of 2: Operation timed out!.*within 5000 ms/);
+  assert.ok(r0.ms < 15000, `rank 0 gave up after ${r0.ms} ms (timeout 5000 ms)`);
 });
 
 test('nccl is refused with the reason; bad options name the value', () => {
