@@ -14,7 +14,8 @@
         "native/autograd.cc",
         "native/fused.cc",
         "native/profiler.cc",
-        "native/quant.cc"
+        "native/quant.cc",
+        "native/distributed.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -11,6 +11,7 @@ void registerAutograd(Napi::Object e);
 void registerFused(Napi::Object e);
 void registerProfiler(Napi::Object e);
 void registerQuant(Napi::Object e);
+void registerDistributed(Napi::Object e);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerMeta(exports);
@@ -23,6 +24,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerFused(exports);
   registerProfiler(exports);
   registerQuant(exports);
+  registerDistributed(exports);
   return exports;
 }
 

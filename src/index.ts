@@ -20,6 +20,7 @@ export { Linear, Conv1D, Embedding, LayerNorm, RMSNorm, Dropout, isLinearLayer, 
 export * from './train/index.js';
 export * from './data/index.js';
 export { runTraining, type RunConfig } from './train/run.js';
+export * from './distributed/index.js';
 export { initModel } from './models/init-model.js';
 export { defaultModelDir } from './models/default-model.js';
 export { startRouter, type RouterOptions, type RunningRouter } from './serve/router.js';

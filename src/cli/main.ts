@@ -13,6 +13,7 @@ const COMMANDS: Record<string, Command> = {
   generate: { summary: 'generate text from a checkpoint (--model DIR --prompt TEXT)', run: async (a) => (await import('./generate.js')).generateCommand(a) },
   score: { summary: 'per-token log-probabilities (--model DIR --text TEXT | --ids 1,2,3)', run: async (a) => (await import('./score.js')).scoreCommand(a) },
   train: { summary: 'fine-tune with an adapter method (LoRA, IA3, bottleneck, prefix, …) or fully, from a JSON/YAML config and flags', run: async (a) => (await import('./train.js')).trainCommand(a) },
+  launch: { summary: 'run a command (train) on several processes, data-parallel (--nproc N [--nnodes --node-rank --master] -- train …)', run: async (a) => (await import('./launch.js')).launchCommand(a) },
   serve: { summary: 'serve the base model and many adapters over an OpenAI-compatible HTTP API (--model --adapters --port)', run: async (a) => (await import('./serve.js')).serveCommand(a) },
   route: { summary: 'one OpenAI-compatible front over several serve replicas, adapters routed by consistent hashing (--replicas URL,URL)', run: async (a) => (await import('./route.js')).routeCommand(a) },
   merge: { summary: 'fold adapter(s) into the base and write a full checkpoint (--model --adapter --out)', run: async (a) => (await import('./merge.js')).mergeCommand(a) },
@@ -52,14 +53,18 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`adapterkit: unknown command "${cmd}"\n\n${help()}`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  // launch's own flags end at "--"; what follows is the launched command's.
+  const own = cmd === 'launch' && rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (own.includes('--help') || own.includes('-h')) {
     const usage = await usageOf(cmd);
     console.log(usage ?? c.summary);
     return 0;
   }
   try {
     // The CLI owns its process: threads to the physical cores, freed buffers kept for reuse.
-    (await import('../tensor/index.js')).configureRuntime();
+    // Under a launcher, OMP_NUM_THREADS is this process's share of the cores (as torchrun sets it).
+    const omp = Number(process.env.OMP_NUM_THREADS);
+    if (cmd !== 'launch') (await import('../tensor/index.js')).configureRuntime(Number.isInteger(omp) && omp > 0 ? { threads: omp } : {});
     return await c.run(rest);
   } catch (e) {
     // Every failure is one clear line (or a usage block) and a non-zero exit, never a stack dump.
@@ -78,6 +83,7 @@ async function usageOf(cmd: string): Promise<string | null> {
     case 'train': return (await import('./train.js')).TRAIN_USAGE();
     case 'serve': return (await import('./serve.js')).SERVE_USAGE;
     case 'route': return (await import('./route.js')).ROUTE_USAGE;
+    case 'launch': return (await import('./launch.js')).LAUNCH_USAGE;
     case 'demo': return (await import('./demo.js')).DEMO_USAGE;
     case 'info': return (await import('./info.js')).INFO_USAGE;
     default: return null;

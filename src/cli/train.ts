@@ -5,6 +5,7 @@ import { runTraining, type RunConfig } from '../train/run.js';
 import { checkRunKeys } from '../train/run-keys.js';
 import { parseFlags, numberFlag, UsageError } from './common.js';
 import { adapterMethodList, methodByName } from '../adapters/index.js';
+import { initProcessGroup, destroyProcessGroup, launchEnv } from '../distributed/process-group.js';
 
 /** Every method name --method takes, grouped by method, for the usage text. */
 function methodLines(): string {
@@ -26,6 +27,9 @@ export const TRAIN_USAGE = () => `usage: adapterkit train [--config FILE.json|ya
   --max-length N --skip-bad-rows --resume --gradient-checkpointing
   --overwrite             replace an earlier run in --output (otherwise a non-empty --output is refused)
   --skip-nonfinite        skip steps with a NaN/infinite loss or gradient (default: stop with an error)
+  --backend gloo|nccl --dist-timeout SECONDS   data-parallel under adapterkit launch (env RANK, WORLD_SIZE,
+                          MASTER_ADDR, MASTER_PORT): --batch-size is per process; a collective waits at most
+                          --dist-timeout (default 1800) for its peers
   exit status: 0 done, 1 error, 2 usage, 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM (both save a checkpoint first)
 config file fields: model, task, method, dtype, quantize, output, data{train,eval,valFraction,maxLength,blockSize,...},
   adapter{the method's options}, lora{r,loraAlpha,...: LoRA's options}, training{lr,epochs,maxSteps,batchSize,gradAccum,...}
@@ -57,6 +61,7 @@ export async function trainCommand(args: string[]): Promise<number> {
     reduction: s, 'virtual-tokens': s, 'adapter-options': s,
     lr: s, epochs: s, 'max-steps': s, 'batch-size': s, 'grad-accum': s, schedule: s, 'warmup-steps': s, 'eval-every': s, 'save-every': s,
     'early-stopping': s, seed: s, dtype: s, quantize: s, device: s, profile: b, 'max-length': s, 'skip-bad-rows': b, resume: b, overwrite: b, 'skip-nonfinite': b, 'no-progress': b, 'gradient-checkpointing': b,
+    backend: s, 'dist-timeout': s,
   }, TRAIN_USAGE());
   const c: Partial<RunConfig> = f.str('config') ? readConfigFile(f.str('config')!) : {};
   c.data = { ...(c.data ?? { train: '' }) };
@@ -118,13 +123,26 @@ export async function trainCommand(args: string[]): Promise<number> {
   if (f.bool('no-progress')) t.progress = false;
   if (f.bool('gradient-checkpointing')) t.gradientCheckpointing = true;
   if (f.bool('skip-nonfinite')) t.onNonFiniteLoss = 'skip';
+  // Under adapterkit launch (or torchrun): join the group first; only rank 0 prints.
+  const env = launchEnv();
+  const backend = str('backend') ?? 'gloo';
+  if (backend !== 'gloo' && backend !== 'nccl') throw new UsageError(`--backend must be gloo or nccl, got "${backend}"`);
+  const timeoutMs = Math.round(1000 * (numberFlag(str('dist-timeout'), 'dist-timeout', { above: 0 }) ?? 1800));
+  const pg = env ? initProcessGroup({ rank: env.rank, worldSize: env.worldSize, masterAddr: env.masterAddr, masterPort: env.masterPort, backend, timeoutMs,
+    ...(process.env.GLOO_SOCKET_IFNAME ? { interface: process.env.GLOO_SOCKET_IFNAME } : {}),  // torchrun's name, for hosts with several networks
+  }) : null;
+  const log = pg && pg.rank !== 0 ? () => {} : (s: string) => console.log(s);
+  // One GPU per process on a machine: "cuda" means this process's own, cuda:LOCAL_RANK (as torchrun users do).
+  if (env && c.device === 'cuda') c.device = `cuda:${env.localRank}`;
   try {
-    const r = await runTraining(c, { resume: f.bool('resume'), overwrite: f.bool('overwrite') });
+    const r = await runTraining(c, { resume: f.bool('resume'), overwrite: f.bool('overwrite'), log });
     // Stopped by a signal (after saving): the shell's 128 + signal number, so scripts can tell.
     if (r.stopped === 'signal') return r.signal === 'SIGTERM' ? 143 : 130;
   } catch (e) {
     if (/training config: .* is required/.test((e as Error).message)) throw new UsageError(`${(e as Error).message}\n\n${TRAIN_USAGE()}`);
     throw e;
+  } finally {
+    if (pg) destroyProcessGroup();
   }
   return 0;
 }

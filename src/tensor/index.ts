@@ -17,3 +17,4 @@ export {
 } from './runtime.js';
 export { readCpuInfo, parseCpuInfo, chooseDtype, settleByProbe, blasCoreType, type CpuInfo, type DtypeChoice, type ComputeDtype } from './cpu.js';
 export { startOpProfiler, stopOpProfiler, groupByFamily, opFamily, type OpTime } from './profiler.js';
+export { distributedAvailable, type Backend, type ReduceOp } from './collectives.js';

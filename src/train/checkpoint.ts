@@ -23,6 +23,8 @@ export interface TrainState {
   config: unknown;
   /** sha256 of the training examples: resuming over other data is refused (absent in older checkpoints). */
   dataHash?: string;
+  /** Processes that trained it (data-parallel); resume needs as many (absent: 1). */
+  worldSize?: number;
 }
 
 export interface Checkpoint {

@@ -21,6 +21,7 @@ import { prepareRunOutput, reportSkipped } from './run-output.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { quantizeModel } from '../quant/model.js';
 import { parseQuantFormat, type QuantFormat } from '../quant/weight.js';
+import { currentProcessGroup } from '../distributed/process-group.js';
 
 export type RunTask = 'causal-lm' | 'instruction' | 'sequence-classification' | 'token-classification';
 
@@ -145,7 +146,9 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
   const c = validateRunConfig(config);
   const log = o.log ?? ((s: string) => console.log(s));
   // Before anything costly: never into an earlier run's folder without overwrite; resume needs a checkpoint.
-  prepareRunOutput(c.output, c.model, o, log);
+  // Data-parallel: rank 0 alone owns the output folder (the others only read a checkpoint to resume).
+  const main = (currentProcessGroup()?.rank ?? 0) === 0;
+  if (main) prepareRunOutput(c.output, c.model, o, log);
   const adapterOptions = c.method === 'full' ? null : resolveMethodOptions(c);
   const rank = adapterOptions?.options.r;
   if (typeof rank === 'number') checkRankFits(readConfig(join(c.model, 'config.json')), rank, 'the adapter rank (--r)', { training: true, what: adapterOptions!.peftType });
@@ -223,7 +226,7 @@ export async function runTraining(config: Partial<RunConfig>, o: { resume?: bool
   log(`data: ${train.length} training and ${evalSet.length} evaluation examples (${c.task})`);
   mkdirSync(c.output, { recursive: true });
   // A resumed run keeps the config it started with (and a refused resume changes nothing).
-  if (!o.resume) writeFileAtomic(join(c.output, 'run_config.json'), new TextEncoder().encode(JSON.stringify(c, null, 2) + '\n'));
+  if (!o.resume && main) writeFileAtomic(join(c.output, 'run_config.json'), new TextEncoder().encode(JSON.stringify(c, null, 2) + '\n'));
   const trainer = new Trainer({
     model, peft, train, eval: evalSet, collate: collateOptions(tok),
     config: { task: MODEL_TASK[c.task] === 'causal-lm' ? 'causal-lm' : (c.task as 'sequence-classification' | 'token-classification'), evalEvery: 50, ...c.training, outputDir: c.output },

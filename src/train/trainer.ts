@@ -1,6 +1,7 @@
 // The training loop: forward, loss, backward over accumulated micro-batches, clipping, an optimizer
 // step on a schedule; evaluation, early stopping and the best checkpoint; crash-safe checkpoints and
-// exact resume (data position, optimizer, step, RNG); SIGINT/SIGTERM save and stop cleanly.
+// exact resume (data position, optimizer, step, RNG); SIGINT/SIGTERM save and stop cleanly. In a
+// process group (adapterkit launch) it trains data-parallel: see data-parallel.ts.
 import { appendFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -22,6 +23,8 @@ import { checkpointedBackward } from './checkpointing.js';
 import { writeCurveHtml, type CurvePoint } from './curve.js';
 import { lengthSortedBatches } from './eval-batches.js';
 import { PhaseClock } from './profile.js';
+import { DataParallel } from './data-parallel.js';
+import { currentProcessGroup, type ProcessGroup } from '../distributed/process-group.js';
 
 export interface TrainerConfig {
   task: TrainTask;
@@ -108,6 +111,11 @@ export interface TrainerOptions {
   config?: Partial<TrainerConfig>;
   /** Continue from outputDir/checkpoints/latest when there is one. */
   resume?: boolean;
+  /**
+   * Train data-parallel over this group (default: the one initProcessGroup() made, if any):
+   * config.batchSize is then per rank, and the run equals one process with batchSize x worldSize.
+   */
+  processGroup?: ProcessGroup | null;
   log?: (line: string) => void;
 }
 
@@ -129,6 +137,7 @@ export class Trainer {
   private readonly named: [string, Tensor][];
   private readonly optimizer: Optimizer;
   private readonly log: (line: string) => void;
+  private readonly dp: DataParallel;
   private stopRequested: 'signal' | 'requested' | null = null;
   private signal: 'SIGINT' | 'SIGTERM' | undefined;
 
@@ -144,7 +153,9 @@ export class Trainer {
     this.optimizer = c.optimizer === 'adamw'
       ? new AdamW(groups, { lr: c.lr, betas: c.betas, eps: c.eps, weightDecay: c.weightDecay })
       : new SGD(groups, { lr: c.lr, momentum: c.momentum, weightDecay: c.weightDecay });
-    this.loader = new DataLoader(o.train as Example[], { batchSize: c.batchSize, seed: c.seed, shuffle: true, bucketBatches: c.bucketBatches, collate: o.collate });
+    this.dp = new DataParallel(o.processGroup === undefined ? currentProcessGroup() : o.processGroup);
+    // Every rank draws the same global batches; each computes its slice of them.
+    this.loader = new DataLoader(o.train as Example[], { batchSize: c.batchSize * this.dp.worldSize, seed: c.seed, shuffle: true, bucketBatches: c.bucketBatches, collate: o.collate });
   }
 
   get totalSteps(): number {
@@ -257,7 +268,7 @@ export class Trainer {
     return {
       version: 1, step, microStep: micro, epoch: this.loader.epoch, loader: this.loader.state(), optimizerSteps: this.optimizer.stepCount,
       bestMetric: best.metric, bestStep: best.step, evalsWithoutImprovement: best.bad, adapterRuntime: this.o.peft?.runtimeState() ?? {},
-      tokensSeen: tokens, config: this.config, dataHash: this.dataHash(),
+      tokensSeen: tokens, config: this.config, dataHash: this.dataHash(), worldSize: this.dp.worldSize,
     };
   }
 
@@ -281,7 +292,7 @@ export class Trainer {
 
   private save(step: number, micro: number, best: { metric: number | null; step: number | null; bad: number }, tokens: number): void {
     const dir = this.config.outputDir;
-    if (!dir) return;
+    if (!dir || !this.dp.isMain) return;
     this.assertFiniteWeights(`the checkpoint at step ${step}`);
     saveCheckpoint(join(dir, 'checkpoints'), this.trainerState(step, micro, best, tokens), new Map(this.named), this.optimizer.stateTensors(), {
       keep: this.config.keepCheckpoints,
@@ -297,7 +308,7 @@ export class Trainer {
 
   private saveBest(): void {
     const dir = this.config.outputDir;
-    if (!dir) return;
+    if (!dir || !this.dp.isMain) return;
     this.assertFiniteWeights('best/');
     const tmp = join(dir, `.best-tmp-${process.pid}`);
     rmSync(tmp, { recursive: true, force: true });
@@ -315,7 +326,7 @@ export class Trainer {
     let micro = 0;
     let tokens = 0;
     const best = { metric: null as number | null, step: null as number | null, bad: 0 };
-    const metricsFile = c.outputDir ? join(c.outputDir, 'metrics.jsonl') : null;
+    const metricsFile = c.outputDir && this.dp.isMain ? join(c.outputDir, 'metrics.jsonl') : null;
     if (c.outputDir) mkdirSync(c.outputDir, { recursive: true });
     if (this.o.resume && c.outputDir) {
       const found = findResumeCheckpoint(join(c.outputDir, 'checkpoints'));
@@ -327,6 +338,7 @@ export class Trainer {
         if (ck.state.dataHash !== undefined && ck.state.dataHash !== this.dataHash()) {
           throw new Error(`cannot resume from ${ck.dir}: the training examples differ from those it was trained on (other data files, split, seed or tokenization; examples hash ${ck.state.dataHash.slice(0, 12)}…, now ${this.dataHash().slice(0, 12)}…); resume with the same data and settings, or start a new run`);
         }
+        this.dp.checkResume(ck.state.worldSize, ck.dir);
         this.restore(ck.trainable, ck.optimizer, ck.state);
       } finally {
         for (const t of [...ck.trainable.values(), ...ck.optimizer.values()]) t.dispose();
@@ -346,7 +358,7 @@ export class Trainer {
     const metricCurve: CurvePoint[] = [];
     const evals: { step: number; result: EvalResult }[] = [];
     const record = (r: Record<string, unknown>) => { if (metricsFile) appendFileSync(metricsFile, JSON.stringify(r) + '\n'); };
-    const bar = c.progress ? new ProgressBar('train') : null;
+    const bar = c.progress && this.dp.isMain ? new ProgressBar('train') : null;
     const onSignal = (sig: NodeJS.Signals) => {
       this.stopRequested = 'signal';
       this.signal = sig === 'SIGTERM' ? 'SIGTERM' : 'SIGINT';
@@ -355,6 +367,7 @@ export class Trainer {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     const params = this.named.map(([, t]) => t);
+    this.dp.broadcastWeights(params);  // ranks start equal (after a resume too), whatever their init drew
     const higherIsBetter = c.task !== 'causal-lm';
     let emaLoss = NaN;
     let lastLoss = NaN;
@@ -364,6 +377,8 @@ export class Trainer {
     const device = this.o.model.device;
     const clock = new PhaseClock(c.profile);
     let profile: string[] = [];
+    // Dropout masks depend only on (seed, micro-step) and the rank: exact resume.
+    const seedOf = (m: number) => (this.dp.active ? mixSeed(mixSeed(c.seed, m), this.dp.rank) : mixSeed(c.seed, m));
     this.o.model.train();
     try {
       while (step < total) {
@@ -373,21 +388,27 @@ export class Trainer {
         const count = items.reduce((n, it) => n + itemCount(c.task, it.batch.labels as number[][]), 0);
         let stepLoss = 0;
         for (const it of items) {
-          manualSeed(mixSeed(c.seed, micro++));  // dropout masks depend only on (seed, micro-step): exact resume
+          manualSeed(seedOf(micro++));
+          // Tokens and the item count are the global batch's; the forward is this rank's slice.
+          tokens += (it.batch.attentionMask as number[][]).reduce((s, r) => s + r.reduce((a, b) => a + b, 0), 0);
+          const mine = this.dp.active ? this.dp.slice(it.indices).map((i) => this.o.train[i]!) : null;
+          if (mine && !mine.length) continue;  // a last batch with fewer rows than ranks
           clock.time('forward + backward', () => tidy(() => {
-            const t = toTensors(it.batch, { device });
+            const t = toTensors(mine ? collate(mine, this.o.collate) : it.batch, { device });
             if (c.gradientCheckpointing) {
-              stepLoss += this.checkpointedStep(t.inputIds, t.attentionMask, t.labels, count, mixSeed(c.seed, micro));
+              stepLoss += this.checkpointedStep(t.inputIds, t.attentionMask, t.labels, count, seedOf(micro));
             } else {
               let l = this.lossSum(t.inputIds, t.attentionMask, t.labels).div(Math.max(1, count));
               const aux = this.o.peft?.auxLoss() ?? null;  // a router's load-balancing loss, per micro-batch
-              if (aux) l = l.add(aux.div(items.length));
+              if (aux) l = l.add(aux.div(items.length * this.dp.worldSize));
               l.backward();
               stepLoss += l.item();
             }
-            tokens += (it.batch.attentionMask as number[][]).reduce((s, r) => s + r.reduce((a, b) => a + b, 0), 0);
           }));
         }
+        // One fused all-reduce: gradients, the loss and any rank's stop request (no-op on one process).
+        const synced = this.dp.active ? clock.time('all-reduce', () => this.dp.sync(params, stepLoss, this.stopRequested !== null)) : null;
+        if (synced) stepLoss = synced.loss;
         const gradNorm = clock.time('optimizer', () => clipGradNorm(params, c.maxGradNorm));  // the norm is checked even when not clipping
         this.optimizer.lr = lrAt(sched, step);
         if (Number.isFinite(stepLoss) && Number.isFinite(gradNorm)) clock.time('optimizer', () => this.optimizer.step());
@@ -437,8 +458,9 @@ export class Trainer {
         }
         if (c.saveEvery && step % c.saveEvery === 0) clock.time('checkpoints', () => this.save(step, micro, best, tokens));
         await new Promise((r) => setImmediate(r));  // lets SIGINT/SIGTERM handlers run
-        if (this.stopRequested) {
-          stopped = this.stopRequested;
+        // Several ranks stop together, at the step whose all-reduce carried a request.
+        if (synced ? synced.stop : this.stopRequested) {
+          stopped = this.stopRequested ?? 'signal';
           this.save(step, micro, best, tokens);
           break;
         }
@@ -452,7 +474,7 @@ export class Trainer {
     }
     for (const line of profile) this.log(line);
     if (skippedSteps) this.log(`skipped ${skippedSteps} of ${step} steps with a non-finite loss or gradient (their updates were not applied)`);
-    if (c.outputDir) {
+    if (c.outputDir && this.dp.isMain) {
       if (stopped === 'done' || stopped === 'early-stopping') {
         this.save(step, micro, best, tokens);  // checks the weights are finite first
         this.exportWeights(join(c.outputDir, 'final'));
