@@ -4,6 +4,7 @@
 // custom autograd function, so it composes with everything else in the graph.
 #include "common.h"
 #include <torch/csrc/autograd/custom_function.h>
+#include <ATen/Parallel.h>
 
 using namespace ak;
 using torch::autograd::AutogradContext;
@@ -85,6 +86,101 @@ AK_OP(linearCrossEntropy) {
   AK_RET(LinearCrossEntropy::apply(h, w, t, ignore, chunk));
 }
 
+
+// One row of loraGatherAdd: y (O) = Bt^T (A x) + bias, with A (R, I) and Bt (R, O) of the row's
+// adapter. Both inner loops run over contiguous memory, so they vectorize; cloned for AVX-512 and
+// AVX2 (picked at load time by the CPU), with a baseline version for other x86-64 CPUs.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void loraRow(const float* x, const float* A, const float* Bt, const float* bias, float* y, float* xa, int64_t R, int64_t I, int64_t O) {
+  for (int64_t r = 0; r < R; r++) {
+    const float* a = A + r * I;
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < I; i++) s += a[i] * x[i];
+    xa[r] = s;
+  }
+  if (bias) {
+    for (int64_t o = 0; o < O; o++) y[o] = bias[o];
+  } else {
+    for (int64_t o = 0; o < O; o++) y[o] = 0;
+  }
+  for (int64_t r = 0; r < R; r++) {
+    const float* b = Bt + r * O;
+    const float v = xa[r];
+#pragma omp simd
+    for (int64_t o = 0; o < O; o++) y[o] += b[o] * v;
+  }
+}
+
+// loraGatherAdd(result (M, O), x (M, I), A (K, R, I) f32, Bt (K, R, O) f32 (pre-scaled, transposed),
+// rows (M) int64, bias (K, O) f32 or null) -> result + (Bt[k]^T A[k] x[m] + bias[k]), k = rows[m].
+// The per-row gathered LoRA product of a mixed-adapter batch (S-LoRA/Punica's BGMV) for the small
+// row counts of decode steps: one pass over the rows, no gathered copies of A and B and no batched
+// GEMM of tiny matrices (whose per-item overhead dominated). Inference only (no autograd).
+// out row = result row + y (float accumulation), in the result's dtype.
+template <typename T>
+static void addRow(const T* res, const float* y, T* out, int64_t O) {
+  for (int64_t o = 0; o < O; o++) out[o] = static_cast<T>(static_cast<float>(res[o]) + y[o]);
+}
+
+AK_OP(loraGatherAdd) {
+  at::Tensor result = T(info, 0);
+  at::Tensor x = T(info, 1);
+  at::Tensor A = T(info, 2).contiguous();
+  at::Tensor Bt = T(info, 3).contiguous();
+  at::Tensor rows = T(info, 4).contiguous();
+  c10::optional<at::Tensor> bias = OptT(info, 5);
+  if (A.scalar_type() != at::kFloat || Bt.scalar_type() != at::kFloat || A.dim() != 3 || Bt.dim() != 3) fail("loraGatherAdd needs float32 A (K, R, I) and Bt (K, R, O)");
+  const int64_t K = A.size(0), R = A.size(1), I = A.size(2), O = Bt.size(2);
+  if (Bt.size(0) != K || Bt.size(1) != R) fail("loraGatherAdd: Bt must be (K, R, O) matching A (K, R, I)");
+  if (x.dim() != 2 || x.size(1) != I) fail("loraGatherAdd: x must be (M, I) with I = " + std::to_string(I));
+  const int64_t M = x.size(0);
+  if (result.dim() != 2 || result.size(0) != M || result.size(1) != O) fail("loraGatherAdd: result must be (M, O)");
+  if (rows.scalar_type() != at::kLong || rows.dim() != 1 || rows.size(0) != M) fail("loraGatherAdd: rows must be int64 (M)");
+  if (!x.device().is_cpu() || !A.device().is_cpu() || !Bt.device().is_cpu() || !result.device().is_cpu()) fail("loraGatherAdd runs on the CPU");
+  if (!at::isFloatingType(x.scalar_type()) || !at::isFloatingType(result.scalar_type())) fail("loraGatherAdd: x and result must be floating point");
+  at::Tensor bb;
+  if (bias) {
+    bb = bias->contiguous();
+    if (bb.scalar_type() != at::kFloat || bb.dim() != 2 || bb.size(0) != K || bb.size(1) != O) fail("loraGatherAdd: bias must be float32 (K, O)");
+  }
+  const int64_t* rp = rows.data_ptr<int64_t>();
+  for (int64_t m = 0; m < M; m++) if (rp[m] < 0 || rp[m] >= K) fail("loraGatherAdd: a row's adapter index is outside [0, K)");
+  // float32 or bfloat16 in and out are read and written directly; anything else goes through float32.
+  const bool direct = (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) && (result.scalar_type() == at::kFloat || result.scalar_type() == at::kBFloat16);
+  at::Tensor xc = direct ? x.contiguous() : x.to(at::kFloat).contiguous();
+  at::Tensor rc = direct ? result.contiguous() : result.to(at::kFloat).contiguous();
+  at::Tensor out = at::empty_like(rc);
+  const float* ap = A.data_ptr<float>();
+  const float* bp = Bt.data_ptr<float>();
+  const float* biasp = bb.defined() ? bb.data_ptr<float>() : nullptr;
+  const bool xbf = xc.scalar_type() == at::kBFloat16, rbf = rc.scalar_type() == at::kBFloat16;
+  // A decode step's rows are a few microseconds of work: threads only for prefill-sized batches
+  // (waking the pool costs more than it saves below ~1M multiply-adds).
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 20) / std::max<int64_t>(1, R * (I + O)));
+  at::parallel_for(0, M, grain, [&](int64_t m0, int64_t m1) {
+    std::vector<float> xa(R), xf(I), y(O);
+    for (int64_t m = m0; m < m1; m++) {
+      const int64_t k = rp[m];
+      const float* xm;
+      if (xbf) {
+        const c10::BFloat16* xs = xc.data_ptr<c10::BFloat16>() + m * I;
+        for (int64_t i = 0; i < I; i++) xf[i] = static_cast<float>(xs[i]);
+        xm = xf.data();
+      } else {
+        xm = xc.data_ptr<float>() + m * I;
+      }
+      loraRow(xm, ap + k * R * I, bp + k * R * O, biasp ? biasp + k * O : nullptr, y.data(), xa.data(), R, I, O);
+      if (rbf) addRow(rc.data_ptr<c10::BFloat16>() + m * O, y.data(), out.data_ptr<c10::BFloat16>() + m * O, O);
+      else addRow(rc.data_ptr<float>() + m * O, y.data(), out.data_ptr<float>() + m * O, O);
+    }
+  });
+  AK_RET(direct ? out : out.to(result.scalar_type()));
+}
+
 void registerFused(Napi::Object e) {
   AK_REG(e, linearCrossEntropy);
+  AK_REG(e, loraGatherAdd);
 }

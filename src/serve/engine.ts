@@ -20,6 +20,9 @@ import { SlabCache } from './slab-cache.js';
 import { AdapterPool } from './adapter-pool.js';
 import { HttpError } from './errors.js';
 import { Histogram } from './metrics.js';
+import { completeUtf8Length } from '../tokenizer/byte-level.js';
+
+const UTF8 = new TextDecoder('utf-8');
 
 export interface EngineOptions {
   /** Most sequences decoded together. */
@@ -106,6 +109,8 @@ interface Sequence {
   readOffset: number;
   /** Text of tokens before readOffset. */
   settled: string;
+  /** Byte-level tokenizers: bytes of an unfinished UTF-8 character, waiting for the next token. */
+  pending: number[];
   text: string;
   done: boolean;
   finishReason: SequenceResult['finishReason'];
@@ -130,7 +135,10 @@ export class Engine {
     tokenTimes: [] as number[],
   };
 
+  private readonly bytes: (Uint8Array | null)[] | null;
+
   constructor(readonly model: PretrainedModel, readonly peft: PeftModel, readonly tok: HFTokenizer, readonly pool: AdapterPool, readonly o: EngineOptions, eosIds: number[], private readonly log: (s: string) => void = () => {}) {
+    this.bytes = tok.tokenBytes();
     const ctx = contextOf(model);
     this.capacity = Math.min(o.maxContext ?? ctx, ctx);
     const shape = kvShape(model, peft);
@@ -276,7 +284,7 @@ export class Engine {
           const r = batch[b]!;
           this.metrics.promptTokens += r.o.promptIds.length;
           for (let i = 0; i < r.o.n; i++) {
-            const seq: Sequence = { req: r, index: i, tokens: [], logprobs: [], tops: [], sent: 0, text: '', done: false, finishReason: 'length', prefixOffset: 0, readOffset: 0, settled: '' };
+            const seq: Sequence = { req: r, index: i, tokens: [], logprobs: [], tops: [], sent: 0, text: '', done: false, finishReason: 'length', prefixOffset: 0, readOffset: 0, settled: '', pending: [] };
             r.seqs.push(seq);
             this.slab.addRow(layers, b, r.o.promptIds.length);
             this.rows.push(seq);
@@ -397,6 +405,18 @@ export class Engine {
    */
   private async appendText(s: Sequence): Promise<string> {
     const toks = s.tokens;
+    if (this.bytes) {
+      // Byte-level BPE: the new token's bytes, with UTF-8 completed across tokens, in JavaScript
+      // (the same text as decoding the whole sequence; no tokenizer call per token).
+      const b = this.bytes[toks[toks.length - 1]!];
+      if (b) for (const x of b) s.pending.push(x);
+      const n = completeUtf8Length(s.pending);
+      if (n > 0) {
+        s.settled += UTF8.decode(Uint8Array.from(s.pending.slice(0, n)));
+        s.pending = s.pending.slice(n);
+      }
+      return s.pending.length ? s.settled + UTF8.decode(Uint8Array.from(s.pending)) : s.settled;
+    }
     const prefix = await this.tok.decode(toks.slice(s.prefixOffset, s.readOffset));
     const full = await this.tok.decode(toks.slice(s.prefixOffset));
     if (full.length > prefix.length && !full.endsWith('\uFFFD')) {

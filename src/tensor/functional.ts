@@ -74,3 +74,12 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
 export function linearCrossEntropy(h: Tensor, weight: Tensor, target: Tensor, opts: { ignoreIndex?: number; chunkRows?: number } = {}): Tensor {
   return op1('linearCrossEntropy', [h, weight, target], () => N.linearCrossEntropy(h.handle, weight.handle, target.handle, opts.ignoreIndex ?? -100, opts.chunkRows ?? 128) as Handle);
 }
+
+/**
+ * result (M, O) + per row m: Bt[k]^T A[k] x[m] (+ bias[k]), k = rows[m], with A (K, R, I) and Bt
+ * (K, R, O) (B transposed) float32: a mixed-adapter batch's gathered LoRA product for small row counts (decode), in
+ * one native pass. Inference only: no gradient flows through it.
+ */
+export function loraGatherAdd(result: Tensor, x: Tensor, A: Tensor, Bt: Tensor, rows: Tensor, bias?: Tensor | null): Tensor {
+  return op1('loraGatherAdd', [result, x, A, Bt, rows], () => N.loraGatherAdd(result.handle, x.handle, A.handle, Bt.handle, rows.handle, bias?.handle) as Handle);
+}

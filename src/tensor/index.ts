@@ -9,7 +9,7 @@ export {
 } from './creation.js';
 export {
   cat, stack, where, matmul, bmm, outer, addmm, linear, svd, qr, inv, layerNorm, dropout, embedding,
-  crossEntropy, linearCrossEntropy, type CrossEntropyOptions,
+  crossEntropy, linearCrossEntropy, loraGatherAdd, type CrossEntropyOptions,
 } from './functional.js';
 export {
   setNumThreads, getNumThreads, setAllocatorCaching, manualSeed, torchVersion, cuda, liveTensors, isGradEnabled, noGrad, enableGrad,

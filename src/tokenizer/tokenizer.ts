@@ -1,10 +1,11 @@
 // Tokenizers from tokenizer.json (HF's Rust `tokenizers`, as a Node addon), with the special tokens,
 // padding side, truncation and chat template of tokenizer_config.json (rendered by @huggingface/jinja).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readRegularFile } from '../io/files.js';
 import { join } from 'node:path';
 import { Tokenizer as RustTokenizer } from 'tokenizers';
 import { Template } from '@huggingface/jinja';
+import { byteLevelTable } from './byte-level.js';
 
 export interface ChatMessage {
   role: string;
@@ -46,7 +47,9 @@ export class HFTokenizer {
   readonly chatTemplate: string | null;
   readonly special: { bos: string | null; eos: string | null; pad: string | null; unk: string | null };
 
-  private constructor(private readonly tk: RustTokenizer, cfg: Json) {
+  private bytesTable: (Uint8Array | null)[] | null | undefined;
+
+  private constructor(private readonly tk: RustTokenizer, cfg: Json, private readonly jsonText: () => string | null = () => null) {
     this.paddingSide = cfg.padding_side === 'left' ? 'left' : 'right';
     this.truncationSide = cfg.truncation_side === 'left' ? 'left' : 'right';
     const tpl = cfg.chat_template;
@@ -70,11 +73,27 @@ export class HFTokenizer {
       throw new Error(`cannot load ${file}: ${(e as Error).message}`);
     }
     const cfg = { ...(readJson(join(dir, 'special_tokens_map.json')) ?? {}), ...(readJson(join(dir, 'tokenizer_config.json')) ?? {}) };
-    return new HFTokenizer(tk, cfg);
+    return new HFTokenizer(tk, cfg, () => readFileSync(file, 'utf8'));
   }
 
   static fromJson(tokenizerJson: string, config: Json = {}): HFTokenizer {
-    return new HFTokenizer(RustTokenizer.fromString(tokenizerJson), config);
+    return new HFTokenizer(RustTokenizer.fromString(tokenizerJson), config, () => tokenizerJson);
+  }
+
+  /**
+   * Each id's bytes (null for special tokens, which decode skips) when the tokenizer is plain
+   * byte-level BPE (GPT-2, Llama 3, Qwen2, the embedded model), else null. Built once, on first use.
+   */
+  tokenBytes(): (Uint8Array | null)[] | null {
+    if (this.bytesTable === undefined) {
+      const text = this.jsonText();
+      try {
+        this.bytesTable = text === null ? null : byteLevelTable(JSON.parse(text) as Json);
+      } catch {
+        this.bytesTable = null;
+      }
+    }
+    return this.bytesTable;
   }
 
   get vocabSize(): number {

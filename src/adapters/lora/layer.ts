@@ -8,7 +8,8 @@ import { Module, Container } from '../../nn/module.js';
 import { Linear, Conv1D, Dropout, type LinearLayer } from '../../nn/layers.js';
 import { QuantLinear } from '../../quant/linear.js';
 import { loftqInit, loftqOptions } from './loftq.js';
-import { keep, noGrad, tidy, zeros, stack, cat, type Tensor } from '../../tensor/index.js';
+import { LoraSlotPool } from './slot-pool.js';
+import { keep, noGrad, tidy, zeros, stack, cat, isGradEnabled, loraGatherAdd, type Tensor } from '../../tensor/index.js';
 import type { AdapterConfigBase, AdapterContext, AddLayerOptions, TunerLayer } from '../types.js';
 import { patternValue } from '../targets.js';
 import type { Block, Setup } from '../composition.js';
@@ -33,6 +34,9 @@ export interface LoraSlot {
   dyloraRank?: number;
 }
 
+/** Rows (tokens) up to which a mixed batch takes the native per-row pass instead of batched GEMMs. */
+const GATHER_ROWS = 256;
+
 export class LoraLayer extends Module implements TunerLayer {
   readonly isTunerLayer = true as const;
   readonly isAdapterPart = true as const;
@@ -46,12 +50,14 @@ export class LoraLayer extends Module implements TunerLayer {
   private merged: string[] = [];
   private readonly backup = new BaseBackup();  // the base before the first merge (exact unmerge)
   private stackCache: { key: string; A: Tensor; B: Tensor; bias: Tensor | null } | null = null;
+  private readonly pool: LoraSlotPool;
   /** DyLoRA: the rank used outside training (default: the full rank). */
   dyloraEvalRank: number | null = null;
 
   constructor(base: LinearLayer, private readonly ctx: AdapterContext) {
     super();
     this.base_layer = this.module('base_layer', base);
+    this.pool = new LoraSlotPool(base.inFeatures, base.outFeatures);
   }
 
   get baseLayer(): Module { return this.base_layer; }
@@ -162,6 +168,7 @@ export class LoraLayer extends Module implements TunerLayer {
     this.lora_dropout.remove(name);
     if (s.dora) this.lora_magnitude_vector.removeParam(name);
     this.adapters.delete(name);
+    this.pool.release(name);
     this.ctx.version++;
   }
 
@@ -189,6 +196,8 @@ export class LoraLayer extends Module implements TunerLayer {
   }
 
   forward(x: Tensor): Tensor {
+    // A training step updates adapter weights in place: the serving slot pool's copies would go stale.
+    if (this.training) this.pool.dispose();
     if (this.ctx.disabled) {
       if (this.merged.length) this.unmerge();
       return this.base_layer.forward(x);
@@ -248,12 +257,36 @@ export class LoraLayer extends Module implements TunerLayer {
       if (this.adapters.get(only)!.dora) throw new Error(`adapter "${only}" uses DoRA, which mixed batches do not support (as in PEFT)`);
       return this.withAdapter(result, only, x, 1, result);
     }
-    const { A, B, bias } = this.stacked(rows.order);
-    const idx = rows.index;  // (N)
+    const n = x.shape[0]!;
+    const t = x.numel / (n * this.inFeatures);
+    if (!this.training && !isGradEnabled() && this.base_layer.device === 'cpu') {
+      // Serving: rows index the persistent slot pool (nothing is rebuilt when requests join or leave).
+      for (const name of rows.order) if (this.adapters.get(name)?.dora) throw new Error(`adapter "${name}" uses DoRA, which mixed batches do not support (as in PEFT)`);
+      const slots = this.pool.slotsFor(rows.order, `${this.ctx.version}:${rows.order.join('\u0000')}`, (name) => {
+        if (!this.adapters.has(name)) return null;
+        const k = this.activeRank(name);
+        return { A: this.A(name), B: this.B(name), bias: this.Bbias(name), rank: k, scaling: this.scaling(name, k) };
+      });
+      const anyBias = rows.order.some((name) => this.adapters.get(name)?.bias);
+      const { A, Bt: B, bias } = this.pool.tensors;  // (S, R, I), (S, R, O), (S, O)
+      const idx = slots.indexSelect(0, rows.index);  // (N) slots
+      if (n * t <= GATHER_ROWS) {
+        // Decode-sized: one native pass over the rows (no gathered copies, no batched GEMM of tiny matrices).
+        const rowsIdx = t === 1 ? idx : idx.unsqueeze(1).expand(n, t).reshape(-1);  // (N*T)
+        return loraGatherAdd(result.reshape(n * t, this.outFeatures), x.reshape(n * t, this.inFeatures), A, B, rowsIdx, anyBias ? bias : null).view(...result.shape);
+      }
+      return this.gathered(x, result, A, B, anyBias ? bias : null, idx);
+    }
+    const st = this.stacked(rows.order);
+    return this.gathered(x, result, st.A, st.B.transpose(1, 2), st.bias, rows.index);
+  }
+
+  /** result + per row: Bt[idx]^T A[idx] x (+ bias[idx]) with two batched products over gathered copies; A (K, R, I), Bt (K, R, O). */
+  private gathered(x: Tensor, result: Tensor, A: Tensor, Bt: Tensor, bias: Tensor | null, idx: Tensor): Tensor {
     const n = x.shape[0]!;
     const x3 = x.reshape(n, -1, this.inFeatures);  // (N, T, I)
     const xa = (x3.dtype === A.dtype ? x3 : x3.to(A.dtype)).matmul(A.indexSelect(0, idx).transpose(1, 2));  // (N, T, R)
-    let y = xa.matmul(B.indexSelect(0, idx).transpose(1, 2));  // (N, T, O)
+    let y = xa.matmul(Bt.indexSelect(0, idx));  // (N, T, O)
     if (bias) y = y.add(bias.indexSelect(0, idx).unsqueeze(1));  // lora_bias rows, pre-scaled (N, 1, O)
     return result.add(y.to(result.dtype).view(...result.shape));
   }
@@ -344,6 +377,7 @@ export class LoraLayer extends Module implements TunerLayer {
   unload(): Module {
     this.backup.dispose();
     this.dropStack();
+    this.pool.dispose();
     for (const name of [...this.adapters.keys()]) {
       this.merged = this.merged.filter((m) => m !== name);
       this.deleteAdapter(name);
@@ -402,6 +436,7 @@ export class LoraLayer extends Module implements TunerLayer {
 
   override dispose(): void {
     this.dropStack();
+    this.pool.dispose();
     this.backup.dispose();
     for (const s of this.adapters.values()) {
       s.initial?.A.dispose();
