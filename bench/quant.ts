@@ -22,7 +22,7 @@ import { benchHeader } from './header.js';
 const FORMATS: QuantFormat[] = ['int8', 'nf4', 'fp4', 'int4'];
 const B = 4;
 const T = 128;
-const STEPS = Number(process.env.BENCH_STEPS ?? 3);
+const STEPS = Number(process.env.BENCH_STEPS ?? 7);
 
 const GPT2 = {
   model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12,
@@ -37,11 +37,17 @@ const LLAMA = {
 
 interface Row { model: string; format: string; layerBytes: number; modelBytes: number; fwd: number; train: number }
 
+// The median of n timed calls after a warm-up call: one slow step (another job, a page fault)
+// does not move it.
 const time = (f: () => void, n: number): number => {
   f();
-  const t0 = process.hrtime.bigint();
-  for (let i = 0; i < n; i++) f();
-  return Number(process.hrtime.bigint() - t0) / 1e9 / n;
+  const ts: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    f();
+    ts.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  return ts.sort((a, b) => a - b)[Math.floor(n / 2)]!;
 };
 
 function measure(name: string, config: Record<string, unknown>, dtype: DType, format: QuantFormat | null, targets: string[]): Row {

@@ -407,8 +407,9 @@ test('a plain-JS dequantizer equals dequantize() exactly (odd sizes, double quan
   }
 }));
 
+// The kernel tiles at 2^22 elements (native/quant.cc kTileElems): 4200 x 1024 takes two row tiles forward and two column slabs backward.
 test('fused quantLinear equals dequantize-then-matmul (multi-tile and small), forward and input gradient', () => tidy(() => {
-  for (const [O, I, format] of [[3000, 512, 'nf4'], [3000, 512, 'int8'], [2100, 512, 'int4'], [5, 36, 'fp4']] as const) {
+  for (const [O, I, format] of [[4200, 1024, 'nf4'], [4200, 1024, 'int8'], [4160, 1024, 'int4'], [5, 36, 'fp4']] as const) {
     const q = QuantizedWeight.quantize(randn([O, I], { seed: O + I }).mul(0.05), { format, blocksize: format === 'int4' ? 128 : undefined });
     const deqF = q.dequantize('float32');
     const x = randn([2, 3, I], { seed: 21 });
