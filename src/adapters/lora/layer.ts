@@ -34,8 +34,14 @@ export interface LoraSlot {
   dyloraRank?: number;
 }
 
-/** Rows (tokens) up to which a mixed batch takes the native per-row pass instead of batched GEMMs. */
-const GATHER_ROWS = 256;
+/**
+ * Rows (tokens) up to which a mixed batch takes the native per-row pass instead of batched GEMMs
+ * over gathered copies (measured on the embedded model and the GPT-2-small shape: the pass wins
+ * through prefill-sized batches too), and up to which a batch on one adapter takes it instead of
+ * the plain two GEMMs (those win from prefill sizes on).
+ */
+const GATHER_ROWS = 2048;
+const SINGLE_GATHER_ROWS = 256;
 
 export class LoraLayer extends Module implements TunerLayer {
   readonly isTunerLayer = true as const;
@@ -250,8 +256,10 @@ export class LoraLayer extends Module implements TunerLayer {
   private mixedBatch(x: Tensor, result: Tensor): Tensor {
     const rows = this.ctx.rows!;
     if (this.merged.length) throw new Error('a mixed batch cannot run while adapters are merged (as in PEFT): unmerge first');
-    // Every row on the same adapter (a server's common case): the plain product, no gathered copies.
-    if (rows.order.length === 1 && rows.names.every((n) => n !== null)) {
+    // Every row on the same adapter (a server's common case): the plain product, no gathered copies,
+    // except for decode-sized serving batches, where the native per-row pass below is cheaper.
+    const decodeSized = x.numel / this.inFeatures <= SINGLE_GATHER_ROWS && !this.training && !isGradEnabled();
+    if (rows.order.length === 1 && rows.names.every((n) => n !== null) && !decodeSized) {
       const only = rows.order[0]!;
       if (!this.adapters.has(only)) return result;
       if (this.adapters.get(only)!.dora) throw new Error(`adapter "${only}" uses DoRA, which mixed batches do not support (as in PEFT)`);
