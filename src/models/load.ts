@@ -10,7 +10,7 @@ import { readConfig, ConfigError } from './config.js';
 import { checkModelFits } from './size.js';
 import { modelFamily, taskFromArchitectures } from './registry.js';
 import type { PretrainedModel, RawConfig, Task } from './types.js';
-import { Linear, Conv1D } from '../nn/layers.js';
+import { Linear, Conv1D, computeDtype } from '../nn/layers.js';
 import { empty } from '../tensor/index.js';
 import { QuantLinear } from '../quant/linear.js';
 import { quantizableLayers, quantFormatsOf } from '../quant/model.js';
@@ -115,7 +115,7 @@ function loadQuantizedLayers(model: LoadedModel, reader: CheckpointReader): Set<
     const old = model.getSubmodule(path) as Linear | Conv1D;
     const q = readQuantized(reader, ckpt, [old.outFeatures, old.inFeatures]);
     const bias = old.bias ? empty([old.outFeatures], { dtype: model.dtype }) : null;
-    model.setSubmodule(path, new QuantLinear(q, bias, model.dtype === 'float16' ? 'float32' : model.dtype));
+    model.setSubmodule(path, new QuantLinear(q, bias, computeDtype(model.dtype)));
     old.dispose();
     keys.forEach((k) => consumed.add(k));
   }

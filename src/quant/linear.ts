@@ -3,7 +3,7 @@
 // goes through the fused kernel (no dequantized copy of W is kept), gradients reach the input and
 // the adapters, never W. Reading `weight` dequantizes (for merges and SVD-based inits), and setting
 // it quantizes again (PEFT's merge into a 4-bit base: lossy, so a merged copy is a new rounding).
-import { Linear, Conv1D } from '../nn/layers.js';
+import { Linear, Conv1D, computeDtype } from '../nn/layers.js';
 import { noGrad, type Tensor, type DType } from '../tensor/index.js';
 import { quantLinear, dequantize, type QuantSpec } from '../tensor/quant.js';
 import { QuantizedWeight, type QuantFormat, type QuantizeOptions } from './weight.js';
@@ -47,7 +47,7 @@ export class QuantLinear extends Linear {
       return r;
     });
     const b = layer.bias;
-    return new QuantLinear(q, b ? b.detach().clone() : null, w.dtype === 'float16' ? 'float32' : w.dtype);
+    return new QuantLinear(q, b ? b.detach().clone() : null, computeDtype(w.dtype));
   }
 
   get format(): QuantFormat { return this.meta.format; }

@@ -5,7 +5,7 @@
 // Shapes: N rows (…), I in, O out, R rank, K adapters.
 import { BaseBackup } from '../base-backup.js';
 import { Module, Container } from '../../nn/module.js';
-import { Linear, Conv1D, Dropout, type LinearLayer } from '../../nn/layers.js';
+import { Linear, Conv1D, Dropout, computeDtype, type LinearLayer } from '../../nn/layers.js';
 import { QuantLinear } from '../../quant/linear.js';
 import { loftqInit, loftqOptions } from './loftq.js';
 import { LoraSlotPool } from './slot-pool.js';
@@ -123,7 +123,7 @@ export class LoraLayer extends Module implements TunerLayer {
         // The base becomes the quantized Q that LoftQ fitted the adapter to.
         const old = this.base_layer;
         const b = old.bias;
-        this.setSubmodule('base_layer', new QuantLinear(lq.q, b ? b.detach().clone() : null, old.weight.dtype === 'float16' ? 'float32' : old.weight.dtype));
+        this.setSubmodule('base_layer', new QuantLinear(lq.q, b ? b.detach().clone() : null, computeDtype(dt)));
         old.dispose();
       } else if (c.initLoraWeights === 'corda') {
         // CorDA: the input covariance (I, I) of this layer, collected by the method's prepareAdapter from sample data.
