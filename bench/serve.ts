@@ -232,6 +232,7 @@ async function run(o: RunOpts, tok: HFTokenizer): Promise<Row> {
     `gc ${(p.gcMs / 1000).toFixed(2)}s`,
     o.adapters && !o.merged ? `loads ${pool.stats.loads - loads0} evict ${pool.stats.evictions - ev0}` : '',
     `text decode ${(p.decodeTextMs / 1000).toFixed(2)}s/${p.decodeTextCalls}`,
+    `threads ${Object.entries(engine.tuner?.chosen() ?? {}).filter(([k]) => k.startsWith('decode')).map(([k, n]) => `${k.slice(7)}:${n}`).join(' ')}`,
   ].filter(Boolean).join('; ');
   await engine.drain();
   peft.dispose();

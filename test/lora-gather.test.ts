@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randn, randint, tensor, zeros, noGrad, loraGatherAdd, loadModel, PeftModel } from '../src/index.js';
 import { defaultModelDir } from '../src/models/default-model.js';
+import { LoraLayer } from '../src/adapters/lora/layer.js';
 
 test('loraGatherAdd equals Bt[k]^T A[k] x + bias[k] row by row, in float32 and onto a bfloat16 result', () => noGrad(() => {
   const K = 5, R = 3, I = 37, O = 11, M = 9;
@@ -81,5 +82,34 @@ test('mixed batches through the slot pool: ranks 2/4/8 and no adapter per row eq
   model.eval();
   noGrad(() => { for (const [, t] of model.namedParameters()) if (t.requiresGrad) t.mul_(1.5); });
   check('after an in-place update');
+  peft.dispose();
+});
+
+test('prepareMixedBatch writes each LoRA slot at load, so the first mixed step copies nothing and gives the same rows', () => {
+  const model = loadModel(defaultModelDir(), { dtype: 'float32' });
+  const make = (r: number) => ({ r, loraAlpha: 2 * r, initLoraWeights: false as const, targetModules: ['q_proj', 'v_proj'] });
+  const peft = PeftModel.create(model, make(2), { adapterName: 'a', seed: 1 });
+  peft.addAdapter('b', make(8), { seed: 2 });
+  model.eval();
+  const layers = peft.parts().map(([, p]) => p).filter((p): p is LoraLayer => p instanceof LoraLayer);
+  assert.equal(layers.length, 8);
+  const writes = () => layers.reduce((s, l) => s + (l as unknown as { pool: { writes: number } }).pool.writes, 0);
+  assert.equal(writes(), 0);
+  peft.prepareMixedBatch('a');
+  assert.equal(writes(), 8, 'one slot write per layer');
+  peft.prepareMixedBatch('b');  // a larger rank: every layer's pool is rebuilt at rank 8 and b written
+  peft.prepareMixedBatch('a');  // a again, at the new rank
+  assert.equal(writes(), 24);
+  const x = randint(0, 4000, [3, 1], { seed: 4 });
+  const names = ['b', 'a', '__base__'];
+  const mixed = noGrad(() => peft.forward({ inputIds: x, adapterNames: names }).logits);
+  assert.equal(writes(), 24, 'the first mixed step copies nothing');
+  noGrad(() => peft.forward({ inputIds: x, adapterNames: ['a', 'a', 'b'] }).logits).dispose();
+  assert.equal(writes(), 24, 'nor does another order');
+  names.forEach((n, i) => {
+    const one = noGrad(() => (n === '__base__' ? peft.withAdaptersDisabled(() => peft.forward({ inputIds: x.narrow(0, i, 1) }).logits) : (peft.setAdapter(n), peft.forward({ inputIds: x.narrow(0, i, 1) }).logits)));
+    assert.ok(mixed.narrow(0, i, 1).sub(one).abs().max().item() < 1e-4, `row ${i} (${n})`);
+  });
+  assert.throws(() => peft.prepareMixedBatch('nope'), /no adapter "nope"/);
   peft.dispose();
 });

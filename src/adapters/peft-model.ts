@@ -119,6 +119,13 @@ export class PeftModel {
   parts(): [string, AdapterPart][] {
     return [...this.structure().parts];
   }
+  /** Readies adapter `name` for inference mixed batches in every part that can (a server calls it at load). */
+  prepareMixedBatch(name: string): void {
+    if (!this.configs.has(name)) throw new Error(`no adapter "${name}" (have: ${this.adapterNames().join(', ') || 'none'})`);
+    noGrad(() => {
+      for (const [, p] of this.parts()) if (p.hasAdapter(name)) p.prepareMixedBatch?.(name);
+    });
+  }
   tunerLayers(): [string, TunerLayer][] {
     return [...this.structure().tuners];
   }

@@ -92,6 +92,11 @@ export interface AdapterPart extends Module {
   readonly mergedAdapters: readonly string[];
   /** Called when its last adapter is gone and the part leaves the model (hooks are uninstalled here). */
   detach?(model: PretrainedModel): void;
+  /**
+   * Serving: readies adapter `name` for inference mixed batches before its first step (LoRA writes its
+   * slot of the stacked serving tensors), so a step never pays for an adapter's arrival.
+   */
+  prepareMixedBatch?(name: string): void;
 }
 
 export interface AddLayerOptions {

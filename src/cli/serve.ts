@@ -17,6 +17,8 @@ export const SERVE_USAGE = `usage: adapterkit serve [--model DIR] [--adapters DI
   --api-key KEY              require Authorization: Bearer KEY (all models)
   --api-keys FILE            JSON {"key": ["adapter", ...] | "*"}: per-key allow-lists
   --dtype auto|float32|bfloat16
+  --threads auto|N           intra-op threads per model step (default auto: 1, 2, 4, ... up to
+                             OMP_NUM_THREADS or the physical cores, measured per kind of step)
 endpoints: POST /v1/completions, /v1/chat/completions (stream: true for SSE), GET /v1/models,
   POST /v1/adapters/load {id, path?}, /v1/adapters/unload {id}, GET /health, /metrics, / (playground)`;
 
@@ -24,7 +26,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   const s = { type: 'string' } as const;
   const f = parseFlags(args, {
     model: s, adapters: s, host: s, port: s, 'max-batch': s, 'max-queue': s, 'kv-budget-mb': s, 'max-context': s,
-    'max-adapters-resident': s, 'adapter-budget-mb': s, 'max-rank': s, 'api-key': s, 'api-keys': s, dtype: s,
+    'max-adapters-resident': s, 'adapter-budget-mb': s, 'max-rank': s, 'api-key': s, 'api-keys': s, dtype: s, threads: s,
   }, SERVE_USAGE);
   const int = (k: string, min = 1) => numberFlag(f.str(k), k, { int: true, min });
   const keys = new Map<string, string[] | '*'>();
@@ -48,6 +50,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     model: f.str('model') ?? defaultModelDir(), adapters, host: f.str('host'), port: int('port', 0) ?? 8000, dtype: dtypeFlag(f.str('dtype')),
     maxBatch: int('max-batch'), maxQueue: int('max-queue', 0), kvBudgetMb: int('kv-budget-mb'), maxContext: int('max-context'),
     maxAdaptersResident: int('max-adapters-resident'), adapterBudgetMb: int('adapter-budget-mb'), maxRank: int('max-rank'), apiKeys: keys,
+    threads: f.str('threads') === undefined || f.str('threads') === 'auto' ? 'auto' : int('threads'),
   });
   console.log(`adapterkit serve: ${srv.baseName} on ${srv.url} (${srv.engine.rowCapacity} sequences x ${srv.engine.capacity} positions of KV cache; adapters from ${adapters ?? 'nowhere (load with POST /v1/adapters/load)'})`);
   console.log(`  open ${srv.url}/ for the playground; Ctrl-C drains and exits`);

@@ -145,7 +145,10 @@ export class AdapterPool {
       throw new HttpError(400, `adapter "${id}" cannot be loaded on this base model: ${(e as Error).message}`, 'invalid_request_error');
     }
     this.stats.loads++;
-    const bytes = this.peft.parts().reduce((s, [, p]) => s + p.adapterParameters(name).reduce((a, t) => a + t.numel * 4, 0), 0);
+    // Its slot in the stacked serving tensors is written now, not in the first step that uses it.
+    this.peft.prepareMixedBatch(name);
+    // Bytes: the adapter's tensors, and once more for the serving copy of parts that keep one (LoRA's slots).
+    const bytes = this.peft.parts().reduce((s, [, p]) => s + p.adapterParameters(name).reduce((a, t) => a + t.numel * 4, 0) * (p.prepareMixedBatch ? 2 : 1), 0);
     this.entries.set(name, { id, internal: name, bytes, refs: 0, lastUsed: ++this.clock, retired: false });
     if (old) this.unloadInternal(old);
     this.current.set(id, name);

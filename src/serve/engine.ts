@@ -7,9 +7,11 @@
 //    as gathered batched GEMMs; base weights never copied).
 //  - KV cache: a fixed slab (SlabCache) sized from a memory budget; a request that cannot fit waits.
 //  - Cancellation (a client that goes away) frees the sequence's row at the next token boundary.
+//  - Intra-op threads per step are measured, not guessed (ThreadTuner): a small model's decode step
+//    can run faster on one thread than on all cores.
 // Greedy output of a request is the same alone or in a batch: positions come from the mask, padding
 // is masked, and each row's computation is independent of the others'.
-import { tensor, noGrad, tidy, keep, type Tensor } from '../tensor/index.js';
+import { tensor, noGrad, tidy, keep, getNumThreads, setNumThreads, type Tensor } from '../tensor/index.js';
 import { KVCache } from '../models/cache.js';
 import { nextTokens } from '../models/sampling.js';
 import { computeDtype } from '../nn/layers.js';
@@ -17,6 +19,7 @@ import type { PretrainedModel } from '../models/types.js';
 import type { PeftModel } from '../adapters/index.js';
 import type { HFTokenizer } from '../tokenizer/tokenizer.js';
 import { SlabCache } from './slab-cache.js';
+import { ThreadTuner } from './thread-tuner.js';
 import { AdapterPool } from './adapter-pool.js';
 import { HttpError } from './errors.js';
 import { Histogram } from './metrics.js';
@@ -35,6 +38,12 @@ export interface EngineOptions {
   maxContext?: number;
   /** Prompt tokens prefilled per scheduler step (one longer prompt still goes alone). */
   prefillTokens: number;
+  /**
+   * Intra-op threads for the model's steps: 'auto' (default) measures 1, 2, 4, ... up to the threads
+   * the process has when the engine starts (configureRuntime) and keeps the fastest per kind of step;
+   * a number fixes it. Between steps the process's own setting is restored once the engine is idle.
+   */
+  threads?: number | 'auto';
 }
 
 export interface SubmitOptions {
@@ -136,6 +145,10 @@ export class Engine {
   };
 
   private readonly bytes: (Uint8Array | null)[] | null;
+  /** Threads per step (CPU only; null on other devices, where the host threads barely matter). */
+  readonly tuner: ThreadTuner | null;
+  private readonly processThreads: number;
+  private threadsNow: number;
 
   constructor(readonly model: PretrainedModel, readonly peft: PeftModel, readonly tok: HFTokenizer, readonly pool: AdapterPool, readonly o: EngineOptions, eosIds: number[], private readonly log: (s: string) => void = () => {}) {
     this.bytes = tok.tokenBytes();
@@ -147,6 +160,10 @@ export class Engine {
     if (rows < 1) throw new Error(`--kv-budget-mb ${o.kvBudgetMb} holds no sequence of ${this.capacity} positions (one needs ${(perRow / 2 ** 20).toFixed(1)} MiB); raise it or lower --max-context`);
     this.slab = new SlabCache({ ...shape, rows, capacity: this.capacity, dtype: computeDtype(model.dtype), device: model.device });
     this.stopIds = eosIds;
+    this.processThreads = this.threadsNow = getNumThreads();
+    const th = o.threads ?? 'auto';
+    if (th !== 'auto' && (!Number.isInteger(th) || th < 1)) throw new RangeError(`threads must be 'auto' or a positive integer, got ${th}`);
+    this.tuner = model.device === 'cpu' ? new ThreadTuner(th === 'auto' ? this.processThreads : th, { fixed: th !== 'auto' }) : null;
     this.loopDone = this.loop();
   }
 
@@ -219,6 +236,7 @@ export class Engine {
   private async loop(): Promise<void> {
     for (;;) {
       if (this.waiting.length === 0 && this.rows.length === 0) {
+        this.setThreads(this.processThreads);  // idle: the process's own setting again
         if (!this.running) return;
         await new Promise<void>((r) => (this.wake = r));
         continue;
@@ -234,6 +252,24 @@ export class Engine {
       }
       await new Promise<void>((r) => setImmediate(r));
     }
+  }
+
+  /** Runs one model step (prefill or decode of `tokens` tokens) with the tuner's thread count, timing it. */
+  private timed<T>(phase: 'prefill' | 'decode', tokens: number, f: () => T): T {
+    if (!this.tuner) return f();
+    const key = ThreadTuner.key(phase, tokens);
+    const n = this.tuner.pick(key);
+    this.setThreads(n);
+    const t = performance.now();
+    const r = f();
+    this.tuner.record(key, n, performance.now() - t, tokens);
+    return r;
+  }
+
+  private setThreads(n: number): void {
+    if (n === this.threadsNow) return;
+    setNumThreads(n);
+    this.threadsNow = n;
   }
 
   /** Picks the next waiting request: the adapter with the fewest tokens served so far, oldest first. */
@@ -271,12 +307,12 @@ export class Engine {
     const mask = batch.map((r) => [...new Array<number>(tmax - r.o.promptIds.length).fill(0), ...new Array<number>(r.o.promptIds.length).fill(1)]);
     const cache = new KVCache(this.model.numLayers);
     try {
-      const logits = noGrad(() => tidy(() => {
+      const logits = this.timed('prefill', tokens, () => noGrad(() => tidy(() => {
         const input = tensor(ids, { dtype: 'int64', device: this.model.device });
         const m = tensor(mask, { dtype: 'int64', device: this.model.device });
         const out = this.peft.forward({ inputIds: input, attentionMask: m, cache, logitsToKeep: 1, adapterNames: batch.map((r) => r.internal) });
         return keep(out.logits.select(1, -1).to('float32'));  // (B, V)
-      }));
+      })));
       try {
         const layers = Array.from({ length: this.model.numLayers }, (_, l) => cache.layer(l));
         const now = performance.now();
@@ -308,12 +344,12 @@ export class Engine {
   private async decode(): Promise<void> {
     const seqs = this.rows;
     const last = seqs.map((s) => [s.tokens[s.tokens.length - 1] ?? s.req.o.promptIds[s.req.o.promptIds.length - 1]!]);
-    const logits = noGrad(() => tidy(() => {
+    const logits = this.timed('decode', seqs.length, () => noGrad(() => tidy(() => {
       const mask = this.slab.beginStep(1);  // (N, S + 1)
       const input = tensor(last, { dtype: 'int64', device: this.model.device });
       const out = this.peft.forward({ inputIds: input, attentionMask: mask, cache: this.slab, logitsToKeep: 1, adapterNames: seqs.map((s) => s.req.internal) });
       return keep(out.logits.select(1, -1).to('float32'));  // (N, V)
-    }));
+    })));
     this.slab.endStep(1);
     this.metrics.steps++;
     try {

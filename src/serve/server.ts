@@ -32,6 +32,8 @@ export interface ServeOptions {
   maxAdaptersResident?: number;
   adapterBudgetMb?: number;
   maxRank?: number;
+  /** Intra-op threads per model step: 'auto' (default; measured per kind of step) or a fixed count. */
+  threads?: number | 'auto';
   /** Bearer keys: key -> adapter ids it may use ('*': all, the base included). Empty: no auth. */
   apiKeys?: Map<string, string[] | '*'>;
   /** Request body limit in bytes (default 1 MiB). */
@@ -122,7 +124,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     root: o.adapters, maxResident: o.maxAdaptersResident ?? 64, budgetBytes: (o.adapterBudgetMb ?? 1024) * 2 ** 20, maxRank: o.maxRank ?? 64,
   }, log);
   const engine = new Engine(model, peft, tok, pool, {
-    maxBatch: o.maxBatch ?? 32, maxQueue: o.maxQueue ?? 256, kvBudgetMb: o.kvBudgetMb ?? 512, maxContext: o.maxContext, prefillTokens: 512,
+    maxBatch: o.maxBatch ?? 32, maxQueue: o.maxQueue ?? 256, kvBudgetMb: o.kvBudgetMb ?? 512, maxContext: o.maxContext, prefillTokens: 512, threads: o.threads,
   }, eos, log);
   const baseName = typeof model.config._name_or_path === 'string' && !model.config._name_or_path.startsWith('/') ? model.config._name_or_path : basename(o.model);
   const limit = o.bodyLimit ?? 2 ** 20;
@@ -273,6 +275,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       return json(res, 200, {
         base: baseName, queue: engine.queueDepth, running: engine.runningRows, rows: engine.rowCapacity, tokensPerSecond: engine.tokensPerSecond(),
         resident: pool.resident(), known: pool.known().length, uptimeSeconds: (Date.now() - started) / 1000, generatedTokens: engine.metrics.generatedTokens,
+        threads: engine.tuner?.chosen() ?? {},
       });
     }
     if (req.method === 'GET' && p === '/v1/models') {

@@ -8,7 +8,7 @@ import { Module, Container } from '../../nn/module.js';
 import { Linear, Conv1D, Dropout, computeDtype, type LinearLayer } from '../../nn/layers.js';
 import { QuantLinear } from '../../quant/linear.js';
 import { loftqInit, loftqOptions } from './loftq.js';
-import { LoraSlotPool } from './slot-pool.js';
+import { LoraSlotPool, type SlotSource } from './slot-pool.js';
 import { keep, noGrad, tidy, zeros, stack, cat, isGradEnabled, loraGatherAdd, type Tensor } from '../../tensor/index.js';
 import type { AdapterConfigBase, AdapterContext, AddLayerOptions, TunerLayer } from '../types.js';
 import { patternValue } from '../targets.js';
@@ -270,11 +270,7 @@ export class LoraLayer extends Module implements TunerLayer {
     if (!this.training && !isGradEnabled() && this.base_layer.device === 'cpu') {
       // Serving: rows index the persistent slot pool (nothing is rebuilt when requests join or leave).
       for (const name of rows.order) if (this.adapters.get(name)?.dora) throw new Error(`adapter "${name}" uses DoRA, which mixed batches do not support (as in PEFT)`);
-      const slots = this.pool.slotsFor(rows.order, `${this.ctx.version}:${rows.order.join('\u0000')}`, (name) => {
-        if (!this.adapters.has(name)) return null;
-        const k = this.activeRank(name);
-        return { A: this.A(name), B: this.B(name), bias: this.Bbias(name), rank: k, scaling: this.scaling(name, k) };
-      });
+      const slots = this.pool.slotsFor(rows.order, `${this.ctx.version}:${rows.order.join('\u0000')}`, (name) => this.slotSource(name));
       const anyBias = rows.order.some((name) => this.adapters.get(name)?.bias);
       const { A, Bt: B, bias } = this.pool.tensors;  // (S, R, I), (S, R, O), (S, O)
       const idx = slots.indexSelect(0, rows.index);  // (N) slots
@@ -287,6 +283,18 @@ export class LoraLayer extends Module implements TunerLayer {
     }
     const st = this.stacked(rows.order);
     return this.gathered(x, result, st.A, st.B.transpose(1, 2), st.bias, rows.index);
+  }
+
+  private slotSource(name: string): SlotSource | null {
+    if (!this.adapters.has(name)) return null;
+    const k = this.activeRank(name);
+    return { A: this.A(name), B: this.B(name), bias: this.Bbias(name), rank: k, scaling: this.scaling(name, k) };
+  }
+
+  /** Serving: writes the adapter's slot of the stacked serving tensors now, not in its first step (DoRA has none). */
+  prepareMixedBatch(name: string): void {
+    const src = this.adapters.get(name)?.dora ? null : this.slotSource(name);
+    if (src && this.base_layer.device === 'cpu') this.pool.prepare(name, src);
   }
 
   /** result + per row: Bt[idx]^T A[idx] x (+ bias[idx]) with two batched products over gathered copies; A (K, R, I), Bt (K, R, O). */

@@ -34,6 +34,8 @@ export class LoraSlotPool {
   private readonly slots = new Map<string, Slot>();
   private free: number[] = [];
   private table: { key: string; t: Tensor } | null = null;
+  /** Slot writes (an adapter copied in) since creation. */
+  writes = 0;
 
   constructor(private readonly inF: number, private readonly outF: number) {}
 
@@ -58,6 +60,14 @@ export class LoraSlotPool {
     const t = keep(tensor([...order.map((n) => this.slots.get(n)?.index ?? 0), 0], { dtype: 'int64', device: this.A!.device }));
     this.table = { key, t };
     return t;
+  }
+
+  /** Writes one adapter's slot now (ahead of its first batch). */
+  prepare(name: string, s: SlotSource): void {
+    noGrad(() => {
+      if (s.rank > this.R || !this.A) this.reset(Math.max(1, s.rank, this.R));
+      this.ensure(name, s);
+    });
   }
 
   /** Forgets an adapter (its slot is reused). */
@@ -129,6 +139,7 @@ export class LoraSlotPool {
       if (s.bias) bb.copy_(s.bias.mul(s.scaling));
       else bb.zero_();
     });
+    this.writes++;
     this.slots.set(name, { index, A: s.A, B: s.B, bias: s.bias, rank: s.rank, scaling: s.scaling });
   }
 }
