@@ -2,6 +2,7 @@
 // are never held whole: rows are processed in chunks (logits, log-sum-exp and loss in one pass),
 // and the backward recomputes each chunk's logits to form (softmax - onehot) directly. This is a
 // custom autograd function, so it composes with everything else in the graph.
+#include <cstring>
 #include "common.h"
 #include <torch/csrc/autograd/custom_function.h>
 #include <ATen/Parallel.h>
@@ -88,12 +89,10 @@ AK_OP(linearCrossEntropy) {
 
 
 // One row of loraGatherAdd: y (O) = Bt^T (A x) + bias, with A (R, I) and Bt (R, O) of the row's
-// adapter. Both inner loops run over contiguous memory, so they vectorize; cloned for AVX-512 and
-// AVX2 (picked at load time by the CPU), with a baseline version for other x86-64 CPUs.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-static void loraRow(const float* x, const float* A, const float* Bt, const float* bias, float* y, float* xa, int64_t R, int64_t I, int64_t O) {
+// adapter. Both inner loops run over contiguous memory, so they vectorize. Inlined into the cloned
+// row functions below, which GCC builds for AVX-512 and AVX2 (picked at load time by the CPU) and a
+// baseline for other x86-64 CPUs.
+static inline __attribute__((always_inline)) void loraRowCore(const float* x, const float* A, const float* Bt, const float* bias, float* y, float* xa, int64_t R, int64_t I, int64_t O) {
   for (int64_t r = 0; r < R; r++) {
     const float* a = A + r * I;
     float s = 0;
@@ -114,17 +113,47 @@ static void loraRow(const float* x, const float* A, const float* Bt, const float
   }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define AK_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define AK_CLONES
+#endif
+
+// float32 rows: out = res + y.
+AK_CLONES static void loraRowF32(const float* x, const float* A, const float* Bt, const float* bias, const float* res, float* out, float* y, float* xa, int64_t R, int64_t I, int64_t O) {
+  loraRowCore(x, A, Bt, bias, y, xa, R, I, O);
+#pragma omp simd
+  for (int64_t o = 0; o < O; o++) out[o] = res[o] + y[o];
+}
+
+// bfloat16 rows, converted with bit operations that vectorize (c10::BFloat16's scalar conversions
+// cost more than the product itself at decode sizes). Rounding as c10's: to nearest even, NaN kept.
+static inline float bf16ToF32(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+static inline uint16_t f32ToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint16_t rounded = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  return f != f ? static_cast<uint16_t>(0x7FC0) : rounded;
+}
+AK_CLONES static void loraRowBf16(const uint16_t* xs, const float* A, const float* Bt, const float* bias, const uint16_t* res, uint16_t* out, float* xf, float* y, float* xa, int64_t R, int64_t I, int64_t O) {
+#pragma omp simd
+  for (int64_t i = 0; i < I; i++) xf[i] = bf16ToF32(xs[i]);
+  loraRowCore(xf, A, Bt, bias, y, xa, R, I, O);
+#pragma omp simd
+  for (int64_t o = 0; o < O; o++) out[o] = f32ToBf16(bf16ToF32(res[o]) + y[o]);
+}
+
 // loraGatherAdd(result (M, O), x (M, I), A (K, R, I) f32, Bt (K, R, O) f32 (pre-scaled, transposed),
 // rows (M) int64, bias (K, O) f32 or null) -> result + (Bt[k]^T A[k] x[m] + bias[k]), k = rows[m].
 // The per-row gathered LoRA product of a mixed-adapter batch (S-LoRA/Punica's BGMV) for the small
 // row counts of decode steps: one pass over the rows, no gathered copies of A and B and no batched
 // GEMM of tiny matrices (whose per-item overhead dominated). Inference only (no autograd).
 // out row = result row + y (float accumulation), in the result's dtype.
-template <typename T>
-static void addRow(const T* res, const float* y, T* out, int64_t O) {
-  for (int64_t o = 0; o < O; o++) out[o] = static_cast<T>(static_cast<float>(res[o]) + y[o]);
-}
-
 AK_OP(loraGatherAdd) {
   at::Tensor result = T(info, 0);
   at::Tensor x = T(info, 1);
@@ -148,15 +177,23 @@ AK_OP(loraGatherAdd) {
   }
   const int64_t* rp = rows.data_ptr<int64_t>();
   for (int64_t m = 0; m < M; m++) if (rp[m] < 0 || rp[m] >= K) fail("loraGatherAdd: a row's adapter index is outside [0, K)");
-  // float32 or bfloat16 in and out are read and written directly; anything else goes through float32.
-  const bool direct = (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) && (result.scalar_type() == at::kFloat || result.scalar_type() == at::kBFloat16);
+  // float32 or bfloat16 in and out (both the same) are read and written directly; anything else goes
+  // through float32.
+  const at::ScalarType dt = x.scalar_type();
+  const bool direct = (dt == at::kFloat || dt == at::kBFloat16) && result.scalar_type() == dt;
   at::Tensor xc = direct ? x.contiguous() : x.to(at::kFloat).contiguous();
   at::Tensor rc = direct ? result.contiguous() : result.to(at::kFloat).contiguous();
   at::Tensor out = at::empty_like(rc);
   const float* ap = A.data_ptr<float>();
   const float* bp = Bt.data_ptr<float>();
   const float* biasp = bb.defined() ? bb.data_ptr<float>() : nullptr;
-  const bool xbf = xc.scalar_type() == at::kBFloat16, rbf = rc.scalar_type() == at::kBFloat16;
+  const bool bf = xc.scalar_type() == at::kBFloat16;
+  const uint16_t* xh = bf ? reinterpret_cast<const uint16_t*>(xc.data_ptr<c10::BFloat16>()) : nullptr;
+  const uint16_t* rh = bf ? reinterpret_cast<const uint16_t*>(rc.data_ptr<c10::BFloat16>()) : nullptr;
+  uint16_t* oh = bf ? reinterpret_cast<uint16_t*>(out.data_ptr<c10::BFloat16>()) : nullptr;
+  const float* xp = bf ? nullptr : xc.data_ptr<float>();
+  const float* rp32 = bf ? nullptr : rc.data_ptr<float>();
+  float* op = bf ? nullptr : out.data_ptr<float>();
   // A decode step's rows are a few microseconds of work: threads only for prefill-sized batches
   // (waking the pool costs more than it saves below ~1M multiply-adds).
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 20) / std::max<int64_t>(1, R * (I + O)));
@@ -164,17 +201,9 @@ AK_OP(loraGatherAdd) {
     std::vector<float> xa(R), xf(I), y(O);
     for (int64_t m = m0; m < m1; m++) {
       const int64_t k = rp[m];
-      const float* xm;
-      if (xbf) {
-        const c10::BFloat16* xs = xc.data_ptr<c10::BFloat16>() + m * I;
-        for (int64_t i = 0; i < I; i++) xf[i] = static_cast<float>(xs[i]);
-        xm = xf.data();
-      } else {
-        xm = xc.data_ptr<float>() + m * I;
-      }
-      loraRow(xm, ap + k * R * I, bp + k * R * O, biasp ? biasp + k * O : nullptr, y.data(), xa.data(), R, I, O);
-      if (rbf) addRow(rc.data_ptr<c10::BFloat16>() + m * O, y.data(), out.data_ptr<c10::BFloat16>() + m * O, O);
-      else addRow(rc.data_ptr<float>() + m * O, y.data(), out.data_ptr<float>() + m * O, O);
+      const float* bias_k = biasp ? biasp + k * O : nullptr;
+      if (bf) loraRowBf16(xh + m * I, ap + k * R * I, bp + k * R * O, bias_k, rh + m * O, oh + m * O, xf.data(), y.data(), xa.data(), R, I, O);
+      else loraRowF32(xp + m * I, ap + k * R * I, bp + k * R * O, bias_k, rp32 + m * O, op + m * O, y.data(), xa.data(), R, I, O);
     }
   });
   AK_RET(direct ? out : out.to(result.scalar_type()));

@@ -47,17 +47,25 @@ export function repeatKv(x: Tensor, n: number): Tensor {
  * softmax(q k^T * scale, masked) v. Masked scores get the dtype's lowest value rather than -inf, as
  * HF does, so a fully masked row (a padding query) yields a uniform average instead of NaN.
  * The softmax runs in float32 whatever the activations' dtype.
+ * Grouped-query heads (H = Hkv x n) never copy the keys and values n times (repeatKv): the n query
+ * heads that share a key/value head are laid out as n x T rows of one product per key/value head, so
+ * a decode step reads the cache once instead of writing an n-times larger copy of it first.
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | null, scale: number): Tensor {
-  const nRep = q.shape[1]! / k.shape[1]!;
-  const kk = repeatKv(k, nRep);  // (B, H, S, D)
-  const vv = repeatKv(v, nRep);
-  let scores = q.matmul(kk.transpose(-2, -1)).mul(scale);  // (B, H, T, S)
+  const [b, h, t, d] = q.shape as [number, number, number, number];
+  const hkv = k.shape[1]!;
+  const nRep = h / hkv;
+  const s = k.shape[2]!;
+  // (B, Hkv, n*T, D): query head j = g*n + i (g its key/value head, as repeatKv's order) at rows i*T..
+  const qg = nRep === 1 ? q : q.reshape(b, hkv, nRep * t, d);
+  let scores = qg.matmul(k.transpose(-2, -1)).mul(scale);  // (B, Hkv, n*T, S)
+  if (nRep !== 1) scores = scores.view(b, h, t, s);  // (B, H, T, S)
   if (scores.dtype !== 'float32') scores = scores.to('float32');
   if (allowed) scores = scores.maskedFill(allowed.logicalNot(), -3.4028234663852886e38);
   let probs = scores.softmax(-1);
   if (probs.dtype !== v.dtype) probs = probs.to(v.dtype);
-  return probs.matmul(vv);  // (B, H, T, D)
+  if (nRep === 1) return probs.matmul(v);  // (B, H, T, D)
+  return probs.view(b, hkv, nRep * t, s).matmul(v).view(b, h, t, d);  // (B, H, T, D)
 }
 
 // ---- rotary position embeddings (RoPE) ----
