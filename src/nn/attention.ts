@@ -36,18 +36,11 @@ export function attentionAllowed(o: MaskOptions): Tensor {
   return m;
 }
 
-/** Repeats each key/value head n times: (B, Hkv, S, D) -> (B, Hkv * n, S, D). */
-export function repeatKv(x: Tensor, n: number): Tensor {
-  if (n === 1) return x;
-  const [b, h, s, d] = x.shape as [number, number, number, number];
-  return x.unsqueeze(2).expand(b, h, n, s, d).reshape(b, h * n, s, d);
-}
-
 /**
  * softmax(q k^T * scale, masked) v. Masked scores get the dtype's lowest value rather than -inf, as
  * HF does, so a fully masked row (a padding query) yields a uniform average instead of NaN.
  * The softmax runs in float32 whatever the activations' dtype.
- * Grouped-query heads (H = Hkv x n) never copy the keys and values n times (repeatKv): the n query
+ * Grouped-query heads (H = Hkv x n) never copy the keys and values n times (HF's repeat_kv): the n query
  * heads that share a key/value head are laid out as n x T rows of one product per key/value head, so
  * a decode step reads the cache once instead of writing an n-times larger copy of it first.
  */
@@ -56,7 +49,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, allow
   const hkv = k.shape[1]!;
   const nRep = h / hkv;
   const s = k.shape[2]!;
-  // (B, Hkv, n*T, D): query head j = g*n + i (g its key/value head, as repeatKv's order) at rows i*T..
+  // (B, Hkv, n*T, D): query head j = g*n + i (g its key/value head, in HF repeat_kv's order) at rows i*T..
   const qg = nRep === 1 ? q : q.reshape(b, hkv, nRep * t, d);
   let scores = qg.matmul(k.transpose(-2, -1)).mul(scale);  // (B, Hkv, n*T, S)
   if (nRep !== 1) scores = scores.view(b, h, t, s);  // (B, H, T, S)
