@@ -255,10 +255,10 @@ export class LoraLayer extends Module implements TunerLayer {
   private mixedBatch(x: Tensor, result: Tensor): Tensor {
     const rows = this.ctx.rows!;
     if (this.merged.length) throw new Error('a mixed batch cannot run while adapters are merged (as in PEFT): unmerge first');
-    // Every row on the same adapter (a server's common case): the plain product, no gathered copies,
-    // except for decode-sized serving batches, where the native per-row pass below is cheaper.
-    const decodeSized = x.numel / this.inFeatures <= GATHER_ROWS && !this.training && !isGradEnabled();
-    if (rows.order.length === 1 && rows.names.every((n) => n !== null) && !decodeSized) {
+    // CPU inference up to GATHER_ROWS tokens takes the native per-row pass below, on one adapter or many.
+    const nativePass = x.numel / this.inFeatures <= GATHER_ROWS && !this.training && !isGradEnabled() && this.base_layer.device === 'cpu';
+    // Otherwise every row on the same adapter gets the plain product, with no gathered copies.
+    if (rows.order.length === 1 && rows.names.every((n) => n !== null) && !nativePass) {
       const only = rows.order[0]!;
       if (!this.adapters.has(only)) return result;
       if (this.adapters.get(only)!.dora) throw new Error(`adapter "${only}" uses DoRA, which mixed batches do not support (as in PEFT)`);
